@@ -1,0 +1,101 @@
+"""The `freshstream` command line: one verb per process kind, errors as one line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from connectors import integration_commands
+from connectors.broker import BrokerError, EmbeddedBroker
+from connectors.integrations import IntegrationError
+from connectors.kafka import wait_for_broker
+from streams.settings import Settings, SettingsError
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every verb and its options; `--help` on any of them documents it."""
+    parser = argparse.ArgumentParser(
+        prog="freshstream", description="Freshchat webhooks to Kafka, and contacts for workforce management.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    dev = sub.add_parser("dev", help="embedded broker + ingress in one terminal (Ctrl-C stops all)")
+    dev.add_argument("--port", type=int, help="ingress port (default FRESHSTREAM_INGRESS_PORT, 8080)")
+    dev.add_argument("--broker-port", type=int, help="embedded broker port (default 9092)")
+    broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu)")
+    broker.add_argument("--port", type=int, help="port on 127.0.0.1 (default FRESHSTREAM_BROKER_PORT, 9092)")
+    ingress = sub.add_parser("ingress", help="run the webhook ingress")
+    ingress.add_argument("--host", help="address to listen on (default FRESHSTREAM_INGRESS_HOST)")
+    ingress.add_argument("--port", type=int, help="port to listen on (default FRESHSTREAM_INGRESS_PORT)")
+    integration_commands.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return asyncio.run(_dispatch(args, settings))
+    except (BrokerError, IntegrationError, SettingsError) as exc:
+        print(f"freshstream: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _dispatch(args, settings: Settings) -> int:
+    if args.command == "integrations":
+        return await integration_commands.run(args, settings, print)
+    if args.command == "broker":
+        return await _serve([EmbeddedBroker(settings, args.port)], "broker")
+    if args.command == "ingress":
+        from connectors.ingress_service import IngressService
+        await _require_broker(settings)
+        return await _serve([IngressService(settings, args.host, args.port)], "ingress")
+    from connectors.dev import run_dev
+    return await run_dev(args, settings, _until_signal)
+
+
+async def _require_broker(settings: Settings) -> None:
+    try:
+        await wait_for_broker(settings, timeout=10)
+    except TimeoutError:
+        raise BrokerError(f"no Kafka broker answered at {settings.bootstrap}: start one with "
+                          "'freshstream broker', or set FRESHSTREAM_KAFKA_BOOTSTRAP") from None
+
+
+async def _serve(services: list, name: str) -> int:
+    started = []
+    try:
+        for service in services:
+            await service.start()
+            started.append(service)
+        print(f"freshstream {name} running; Ctrl-C stops it", file=sys.stderr)
+        await _until_signal()
+    finally:
+        for service in reversed(started):
+            await service.stop()
+    return 0
+
+
+async def _until_signal() -> None:
+    """Wait for SIGINT or SIGTERM, so both stop the process cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Runs the ingress: topics, producer, integration registry and the HTTP server together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from connectors.ingress import create_app
+from connectors.kafka import ensure_topics, make_producer
+from connectors.registry import IntegrationRegistry
+from streams.settings import Settings
+
+__all__ = ["IngressService"]
+
+logger = logging.getLogger(__name__)
+
+
+class IngressService:
+    """One ingress process's moving parts, started and stopped in order."""
+
+    def __init__(self, settings: Settings, host: str | None = None, port: int | None = None) -> None:
+        self.settings = settings
+        self.host = host or settings.ingress_host
+        self.port = settings.ingress_port if port is None else port
+        self.registry = IntegrationRegistry(settings)
+        self.producer = None  # aiokafka clients must be made inside the running loop
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        await ensure_topics(self.settings)
+        self.producer = make_producer(self.settings)
+        await self.producer.start()
+        await self.registry.start()
+        try:  # serve once keys are known, so a restart does not answer 401 to valid keys
+            await asyncio.wait_for(self.registry.loaded.wait(), self.settings.produce_timeout)
+        except asyncio.TimeoutError:
+            logger.warning("integrations not loaded yet; serving anyway, /readyz says 503 until they are")
+        app = create_app(self.settings, self.registry, self.producer)
+        self._runner = web.AppRunner(app, access_log=logging.getLogger("freshstream.access"))
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        logger.info("ingress listening on http://%s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+        await self.registry.stop()
+        if self.producer:
+            await self.producer.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"

@@ -1,0 +1,98 @@
+"""Kafka clients configured from settings, and topic creation with configs set up front."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from streams.settings import Settings
+
+__all__ = ["client_options", "make_producer", "make_consumer", "ensure_topics",
+           "topic_specs", "wait_for_broker"]
+
+logger = logging.getLogger(__name__)
+
+
+def client_options(settings: Settings) -> dict:
+    """Connection options shared by every client: bootstrap, TLS and SASL."""
+    opts = {"bootstrap_servers": settings.bootstrap,
+            "security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        opts["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        opts.update(sasl_mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+                    sasl_plain_username=settings.kafka_sasl_username,
+                    sasl_plain_password=settings.kafka_sasl_password)
+    return opts
+
+
+def make_producer(settings: Settings, **overrides) -> AIOKafkaProducer:
+    """A producer that waits for every in-sync replica (acks=all)."""
+    opts = client_options(settings)
+    opts.update(acks="all", linger_ms=1, max_request_size=settings.max_body_bytes + 65536,
+                request_timeout_ms=int(settings.produce_timeout * 1000),
+                retry_backoff_ms=200)
+    opts.update(overrides)
+    return AIOKafkaProducer(**opts)
+
+
+def make_consumer(settings: Settings, **overrides) -> AIOKafkaConsumer:
+    """A consumer with freshstream's defaults; callers assign or subscribe."""
+    opts = client_options(settings)
+    opts.update(enable_auto_commit=False, auto_offset_reset="earliest")
+    opts.update(overrides)
+    return AIOKafkaConsumer(**opts)
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    """Every topic with its configs set at creation (the embedded broker never alters them)."""
+    n = settings.topic_partitions
+    compact = {"cleanup.policy": "compact"}
+    return [
+        NewTopic(settings.raw_topic, n, 1, topic_configs={"retention.ms": str(settings.raw_retention_ms)}),
+        NewTopic(settings.dlq_topic, n, 1, topic_configs={"retention.ms": str(settings.raw_retention_ms)}),
+        NewTopic(settings.contacts_topic, n, 1),
+        NewTopic(settings.groups_topic, 1, 1, topic_configs=compact),
+        NewTopic(settings.integrations_topic, 1, 1, topic_configs=compact),
+    ]
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create the missing topics; returns the names created."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topic_specs(settings) if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another process won the race
+            logger.info("created topics %s", [t.name for t in missing])
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
+
+
+async def wait_for_broker(settings: Settings, timeout: float) -> None:
+    """Return once the broker answers a metadata request; raise TimeoutError otherwise."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=2000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except (KafkaError, OSError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"no Kafka broker answered at {settings.bootstrap}") from None
+            await asyncio.sleep(0.05)
+        finally:
+            await admin.close()
+

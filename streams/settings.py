@@ -1,0 +1,87 @@
+"""The one settings object: every FRESHSTREAM_* variable is read here and nowhere else."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+__all__ = ["Settings", "SettingsError", "ENV_PREFIX"]
+
+ENV_PREFIX = "FRESHSTREAM_"
+
+
+class SettingsError(ValueError):
+    """A FRESHSTREAM_* variable holds a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration shared by every freshstream process.
+
+    Each field maps to ``FRESHSTREAM_<FIELD NAME IN UPPER CASE>``; the README's
+    configuration table is generated from the same names.
+    """
+
+    kafka_bootstrap: str = ""  # empty = the embedded broker
+    data_dir: Path = Path(".freshstream")
+    broker_port: int = 9092
+    ingress_host: str = "127.0.0.1"
+    ingress_port: int = 8080
+    topic_partitions: int = 6
+    raw_topic: str = "freshchat.events.raw"
+    dlq_topic: str = "freshchat.events.dlq"
+    contacts_topic: str = "freshchat.contacts"
+    groups_topic: str = "freshchat.groups"
+    integrations_topic: str = "freshstream.integrations"
+    raw_retention_ms: int = 7 * 24 * 3600 * 1000
+    produce_timeout: float = 10.0
+    max_body_bytes: int = 1024 * 1024
+    retry_after_seconds: int = 5
+    secret_key: str = field(default="", repr=False)  # Fernet key for API keys at rest
+    log_level: str = "INFO"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_ssl_cafile: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """Build settings from FRESHSTREAM_* variables, then apply explicit overrides."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def embedded(self) -> bool:
+        """True when no external Kafka is configured and the embedded broker is used."""
+        return not self.kafka_bootstrap
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap address clients connect to."""
+        return self.kafka_bootstrap or f"127.0.0.1:{self.broker_port}"
+
+    def replace(self, **changes) -> "Settings":
+        """A copy with some fields changed (tests and sub-commands use this)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(f: dataclasses.Field, raw: str):
+    kind = {"int": int, "float": float, "Path": Path}.get(str(f.type))
+    if kind is None:
+        return raw
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {f.type}"
+        ) from None
