@@ -10,6 +10,7 @@ import pytest
 
 from tests.kafka_records import read_topic, sign, values
 from tests.payloads import app_message, dumps, webhook_message
+from tests.schemas import assert_valid
 
 pytestmark = pytest.mark.integration
 JSON = {"Content-Type": "application/json"}
@@ -42,6 +43,8 @@ def test_signed_webhook_and_app_event_land_on_raw_topic_unchanged(loop_thread, s
     envelopes = values(webhook_records)
     assert [e["retry_count"] for e in envelopes] == [0, 1]
     assert {e["event_id"] for e in envelopes} == set(signed.json()["event_ids"])
+    for envelope in values(records):
+        assert_valid("raw-event", envelope)
     app_envelope = values(by_key[b"acme-eu:conv-app"])[0]
     assert app_envelope["format"] == "app" and app_envelope["payload"] == orjson.loads(app_body)
     assert app_envelope["received_at"].endswith("Z") and app_envelope["v"] == 1
@@ -99,6 +102,7 @@ def test_bad_input_gets_its_code_and_goes_to_the_dlq(loop_thread, settings, ingr
     assert hint in response.json()["message"]
     dead = values(loop_thread.run(read_topic(settings, settings.dlq_topic, 1)))
     assert [(d["integration"], d["error"]) for d in dead] == [("acme-bad", code)]
+    assert_valid("dlq-event", dead[0])
     if status != 413:
         assert dead[0]["body_base64"] is not None
 

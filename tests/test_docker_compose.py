@@ -1,0 +1,46 @@
+"""docker-compose.yml cannot run here (no Docker engine), so its structure is checked instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_kafka_is_one_kraft_broker_reachable_inside_and_outside():
+    kafka = compose()["services"]["kafka"]
+    env = kafka["environment"]
+    assert kafka["image"].startswith("apache/kafka:")
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka:9093"
+    assert "INTERNAL://kafka:19092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert "9092:9092" in kafka["ports"]
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"  # freshstream creates topics with their configs
+
+
+def test_ingress_uses_that_kafka_and_a_secret_from_the_environment():
+    services = compose()["services"]
+    ingress = services["ingress"]
+    env = ingress["environment"]
+    internal = [u.split("//")[1] for u in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")
+                if u.startswith("INTERNAL")]
+    assert env["FRESHSTREAM_KAFKA_BOOTSTRAP"] in internal
+    assert env["FRESHSTREAM_SECRET_KEY"].startswith("${FRESHSTREAM_SECRET_KEY:?")
+    assert ingress["command"][0] == "ingress" and "8080:8080" in ingress["ports"]
+    assert ingress["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert (ROOT / ingress["build"] / "Dockerfile").exists()
+
+
+def test_every_environment_name_is_a_setting():
+    from streams.settings import ENV_PREFIX, Settings
+    known = {ENV_PREFIX + name.upper() for name in Settings.__dataclass_fields__}
+    for name, service in compose()["services"].items():
+        for variable in service.get("environment", {}):
+            if variable.startswith(ENV_PREFIX):
+                assert variable in known, f"{name}: {variable} is not a freshstream setting"

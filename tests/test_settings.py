@@ -1,0 +1,40 @@
+"""One settings object, read from FRESHSTREAM_* variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.settings import Settings, SettingsError
+
+
+def test_defaults_use_the_embedded_broker():
+    settings = Settings.from_env({})
+    assert settings.embedded and settings.bootstrap == "127.0.0.1:9092"
+    assert settings.data_dir == Path(".freshstream") and settings.produce_timeout == 10.0
+
+
+def test_environment_is_typed():
+    settings = Settings.from_env({"FRESHSTREAM_KAFKA_BOOTSTRAP": "k1:9092,k2:9092",
+                                  "FRESHSTREAM_PRODUCE_TIMEOUT": "2.5", "FRESHSTREAM_DATA_DIR": "/var/fs",
+                                  "FRESHSTREAM_TOPIC_PARTITIONS": "12"})
+    assert not settings.embedded and settings.bootstrap == "k1:9092,k2:9092"
+    assert (settings.produce_timeout, settings.data_dir, settings.topic_partitions) == (2.5, Path("/var/fs"), 12)
+
+
+def test_bad_number_names_the_variable():
+    with pytest.raises(SettingsError, match="FRESHSTREAM_INGRESS_PORT='eighty'"):
+        Settings.from_env({"FRESHSTREAM_INGRESS_PORT": "eighty"})
+
+
+def test_secrets_are_not_in_repr():
+    settings = Settings(secret_key="s3cr3t-value", kafka_sasl_password="pw-value")
+    assert "s3cr3t-value" not in repr(settings) and "pw-value" not in repr(settings)
+
+
+def test_readme_documents_every_setting():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [f"FRESHSTREAM_{name.upper()}" for name in Settings.__dataclass_fields__
+               if f"`FRESHSTREAM_{name.upper()}`" not in readme]
+    assert not missing, f"README configuration table lacks {missing}"
