@@ -1,0 +1,51 @@
+"""Building the contact record (DESIGN §5) from a closed cycle."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from streams.chat import MESSAGE_BUCKETS, Closed
+from streams.envelope import format_time
+
+__all__ = ["UNDEFINED_QUEUE", "build_contact", "queue_for", "contact_key", "ms_to_time"]
+
+UNDEFINED_QUEUE = "Undefined_Queue"
+_COUNTED_OUTCOMES = {"resolved", "expired"}
+
+
+def queue_for(closed: Closed, names: dict[str, str] | None) -> str | None:
+    """The queue name, Undefined_Queue, or None while the group's name is still unknown."""
+    if closed.outcome not in _COUNTED_OUTCOMES or closed.group_id is None:
+        return UNDEFINED_QUEUE
+    name = (names or {}).get(closed.group_id) or closed.group_name
+    return name or None
+
+
+def build_contact(integration: str, conversation_id: str, closed: Closed, queue: str,
+                  emitted_at_ms: int) -> dict:
+    """The contact as written to the contacts topic; every field but emitted_at is deterministic."""
+    first = closed.first_response_at
+    counts = dict(zip(MESSAGE_BUCKETS, closed.counts))
+    return {
+        "v": 1, "contact_id": f"{integration}:{conversation_id}:{closed.cycle}",
+        "integration": integration, "source": "freshchat", "channel": "chats",
+        "conversation_id": conversation_id, "cycle": closed.cycle, "queue": queue,
+        "group_id": closed.group_id, "agent_id": closed.agent_id, "outcome": closed.outcome,
+        "resolved_by": closed.resolved_by, "started_at": ms_to_time(closed.started_at),
+        "first_response_at": ms_to_time(first) if first is not None else None,
+        "resolved_at": ms_to_time(closed.resolved_at),
+        "wait_seconds": round((first - closed.started_at) / 1000, 3) if first is not None else None,
+        "duration_seconds": round((closed.resolved_at - closed.started_at) / 1000, 3),
+        "offered": counts["user"] > 0, "handled": counts["agent"] > 0, "messages": counts,
+        "emitted_at": ms_to_time(emitted_at_ms),
+    }
+
+
+def contact_key(integration: str, queue: str) -> bytes:
+    """Key of the contacts topic: every contact of one queue lands in one partition."""
+    return f"{integration}/{queue}".encode()
+
+
+def ms_to_time(ms: int) -> str:
+    """Exact: integer milliseconds never pass through a float."""
+    return format_time(datetime.fromtimestamp(ms // 1000, tz=timezone.utc) + timedelta(milliseconds=ms % 1000))

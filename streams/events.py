@@ -1,0 +1,213 @@
+"""Normalisation: a raw envelope becomes one canonical chat event (docs/contacts.md §1).
+
+Pure: no Faust, no I/O. Whatever cannot be used is reported as a Skip with a reason,
+so the worker can count it instead of crashing on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+__all__ = ["ChatEvent", "Skip", "normalise", "parse_time", "OPEN_STATUSES"]
+
+OPEN_STATUSES = {"new", "assigned", "resolved", "reopened", "reopen"}
+_WEBHOOK_SECTION = {"message_create": "message", "conversation_assignment": "assignment",
+                    "conversation_resolution": "resolve", "conversation_reopen": "reopen"}
+_WEBHOOK_KIND = {"message_create": "message", "conversation_assignment": "assign",
+                 "conversation_resolution": "resolve", "conversation_reopen": "reopen"}
+_ACTORS = {"user", "agent", "bot", "system"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MIN_MS, _MAX_MS = 946_684_800_000, 4_102_444_800_000  # 2000-01-01 .. 2100-01-01
+
+
+@dataclass(frozen=True, slots=True)
+class ChatEvent:
+    """What one Freshchat event says about one chat, in freshstream's terms."""
+
+    integration: str
+    conversation_id: str
+    kind: str  # message | assign | resolve | reopen | terminal | open
+    at: int  # event time, epoch milliseconds
+    actor: str  # user | agent | bot | system
+    message_type: str | None = None  # normal | private | system, messages only
+    message_id: str | None = None
+    actor_id: str | None = None  # who sent a message
+    group_id: str | None = None
+    group_name: str | None = None
+    agent_id: str | None = None
+    status: str | None = None  # the terminal status, e.g. deleted or spam
+    timeless: bool = False  # no event time in the payload: received_at was used
+
+    @property
+    def chat_key(self) -> str:
+        return f"{self.integration}:{self.conversation_id}"
+
+    def identity(self) -> int:
+        """32-bit fingerprint of kind + time + what the event sets: equal for duplicates."""
+        detail = self.message_id if self.kind == "message" else f"{self.group_id}|{self.agent_id}|{self.status}"
+        digest = hashlib.blake2b(f"{self.kind}|{self.at}|{detail}".encode(), digest_size=4).digest()
+        return int.from_bytes(digest, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """An envelope that yields no chat event, and why (a metrics label)."""
+
+    reason: str
+
+
+def normalise(envelope: dict) -> ChatEvent | Skip:
+    """The chat event an envelope describes, or why it describes none."""
+    payload = envelope.get("payload")
+    if not isinstance(payload, dict):
+        return Skip("no_payload")
+    data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
+    if envelope.get("format") == "webhook":
+        parsed = _webhook(payload, data)
+    else:
+        parsed = _app(payload, data)
+    if isinstance(parsed, Skip):
+        return parsed
+    fields, times = parsed
+    conversation = fields.pop("conversation_id", None)
+    if isinstance(conversation, bool) or not isinstance(conversation, (str, int)) or conversation == "":
+        return Skip("no_conversation_id")
+    at = _first_time(times + [payload.get("action_time"), _dig(data, "message", "created_time"),
+                              payload.get("timestamp")])
+    timeless = at is None
+    if timeless:
+        at = parse_time(envelope.get("received_at"))
+        if at is None:
+            return Skip("no_event_time")
+    return ChatEvent(integration=str(envelope.get("integration", "")), conversation_id=str(conversation),
+                     at=at, timeless=timeless, **fields)
+
+
+def _webhook(payload: dict, data: dict):
+    action = payload.get("action")
+    if action not in _WEBHOOK_KIND:
+        return Skip("unsupported_action")
+    section = data.get(_WEBHOOK_SECTION[action])
+    section = section if isinstance(section, dict) else {}
+    conversation = section if action == "message_create" else _obj(section.get("conversation"))
+    actor = _obj(payload.get("actor")).get("actor_type")
+    fields = {"kind": _WEBHOOK_KIND[action], "conversation_id": conversation.get("conversation_id"),
+              "actor": _actor(section.get("actor_type") if action == "message_create" else actor, actor),
+              "group_id": _id(section.get("to_group_id")) or _id(conversation.get("assigned_group_id")),
+              "agent_id": _id(section.get("to_agent_id")) or _id(conversation.get("assigned_agent_id"))}
+    if action == "message_create":
+        fields.update(_message_fields(section))
+        return fields, [section.get("created_time"), payload.get("action_time")]
+    return fields, [payload.get("action_time")]
+
+
+def _app(payload: dict, data: dict):
+    event = payload.get("event")
+    if event not in ("onMessageCreate", "onConversationCreate", "onConversationUpdate"):
+        return Skip("unsupported_event")
+    conversation = _obj(data.get("conversation"))
+    message = _obj(data.get("message"))
+    group = _obj(_obj(data.get("associations")).get("group"))
+    changes = _obj(_obj(data.get("changes")).get("model_changes"))
+    actor_type = _obj(data.get("actor")).get("type")
+    fields = {"conversation_id": (message if event == "onMessageCreate" else conversation).get("conversation_id"),
+              "actor": _actor(message.get("actor_type") if event == "onMessageCreate" else actor_type, actor_type),
+              "group_id": _changed(changes, "assigned_group_id") or _id(group.get("id"))
+              or _id(conversation.get("assigned_group_id")),
+              "agent_id": _changed(changes, "assigned_agent_id") or _id(conversation.get("assigned_agent_id"))
+              or _id(_obj(_obj(data.get("associations")).get("agent")).get("id"))}
+    if fields["group_id"] is not None and fields["group_id"] == _id(group.get("id")):
+        fields["group_name"] = group.get("name") if isinstance(group.get("name"), str) else None
+    if event == "onMessageCreate":
+        fields.update(kind="message", **_message_fields(message))
+        return fields, [message.get("created_time")]
+    if event == "onConversationCreate":
+        fields["kind"] = "open"
+        return fields, [conversation.get("created_time"), payload.get("timestamp")]
+    return _app_update(fields, payload, conversation, changes)
+
+
+def _app_update(fields: dict, payload: dict, conversation: dict, changes: dict):
+    status = _changed(changes, "status")
+    current = conversation.get("status") if isinstance(conversation.get("status"), str) else None
+    if status is None and current is not None and current not in OPEN_STATUSES:
+        status = current
+    if status == "resolved":
+        fields["kind"] = "resolve"
+    elif status in ("reopened", "reopen"):
+        fields["kind"] = "reopen"
+        return fields, [conversation.get("reopened_time"), payload.get("timestamp")]
+    elif status is not None and status not in OPEN_STATUSES:
+        fields.update(kind="terminal", status=status)
+    else:
+        fields["kind"] = "assign"
+    return fields, [payload.get("timestamp")]
+
+
+def _message_fields(message: dict) -> dict:
+    kind = message.get("message_type")
+    return {"message_type": kind if isinstance(kind, str) and kind else "normal",
+            "message_id": _id(message.get("id")), "actor_id": _id(message.get("actor_id"))}
+
+
+def _changed(changes: dict, name: str) -> str | None:
+    pair = changes.get(name)
+    if isinstance(pair, list) and len(pair) == 2:
+        return _id(pair[1])
+    return None
+
+
+def _actor(primary, fallback) -> str:
+    for value in (primary, fallback):
+        if isinstance(value, str) and value.lower() in _ACTORS:
+            return value.lower()
+    return "system"
+
+
+def _id(value) -> str | None:
+    if isinstance(value, bool) or value is None or value == "":
+        return None
+    return str(value) if isinstance(value, (str, int)) else None
+
+
+def _obj(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _dig(node: dict, *path):
+    for name in path:
+        node = node.get(name) if isinstance(node, dict) else None
+    return node
+
+
+def _first_time(candidates) -> int | None:
+    for value in candidates:
+        at = parse_time(value)
+        if at is not None:
+            return at
+    return None
+
+
+def parse_time(value) -> int | None:
+    """Epoch milliseconds from an ISO 8601 string or an epoch number (s or ms by magnitude)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        if not _MIN_MS / 1000 <= value <= _MAX_MS:
+            return None  # NaN, infinities and times outside 2000-2100 are not event times
+        at = int(value) if value > 1e11 else int(round(value * 1000))
+        return at if _MIN_MS <= at <= _MAX_MS else None
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        try:
+            return parse_time(float(value))
+        except ValueError:
+            return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)  # Freshchat writes UTC; be lenient
+    return parse_time((moment - _EPOCH) // timedelta(milliseconds=1))
