@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
-
+from connectors.follower import TopicFollower
 from connectors.integrations import Integration
-from connectors.kafka import make_consumer, make_producer
+from connectors.kafka import make_producer
 from streams.settings import Settings
 
 __all__ = ["IntegrationRegistry", "IntegrationStore", "load_integrations"]
@@ -22,13 +20,12 @@ logger = logging.getLogger(__name__)
 
 
 class IntegrationRegistry:
-    """Integrations by id, kept current by a background consumer."""
+    """Integrations by id, kept current by a background follower of their topic."""
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
         self._by_id: dict[str, Integration] = {}
-        self.loaded = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._follower = TopicFollower(settings, settings.integrations_topic, self.apply)
+        self.loaded = self._follower.loaded
 
     def get(self, integration_id: str) -> Integration | None:
         return self._by_id.get(integration_id)
@@ -51,37 +48,10 @@ class IntegrationRegistry:
         self._by_id[integration.id] = integration
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._follow(), name="integrations-follower")
+        await self._follower.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _follow(self) -> None:
-        while True:
-            consumer = make_consumer(self._settings, fetch_max_wait_ms=200)
-            try:
-                await consumer.start()
-                tp = TopicPartition(self._settings.integrations_topic, 0)
-                consumer.assign([tp])
-                await consumer.seek_to_beginning(tp)
-                await self._consume(consumer, tp)
-            except KafkaError as exc:
-                logger.warning("integrations follower lost the broker (%s); retrying", exc)
-                await asyncio.sleep(1)
-            finally:
-                await consumer.stop()
-
-    async def _consume(self, consumer, tp: TopicPartition) -> None:
-        while True:
-            batches = await consumer.getmany(tp, timeout_ms=500)
-            for record in batches.get(tp, ()):
-                self.apply(record.key, record.value)
-            end = consumer.highwater(tp)
-            if end is not None and await consumer.position(tp) >= end and not self.loaded.is_set():
-                logger.info("integrations loaded: %d", len(self._by_id))
-                self.loaded.set()
+        await self._follower.stop()
 
 
 class IntegrationStore:
