@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 
-from connectors import integration_commands
+from connectors import integration_commands, worker_command
 from connectors.broker import BrokerError, EmbeddedBroker
 from connectors.integrations import IntegrationError
 from connectors.kafka import wait_for_broker
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingress = sub.add_parser("ingress", help="run the webhook ingress")
     ingress.add_argument("--host", help="address to listen on (default FRESHSTREAM_INGRESS_HOST)")
     ingress.add_argument("--port", type=int, help="port to listen on (default FRESHSTREAM_INGRESS_PORT)")
+    worker_command.add_parser(sub)
     integration_commands.add_parser(sub)
     return parser
 
@@ -43,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if args.command == "worker":
+            return worker_command.run_worker(settings, args.web_port)
         return asyncio.run(_dispatch(args, settings))
-    except (BrokerError, IntegrationError, SettingsError) as exc:
+    except (BrokerError, IntegrationError, SettingsError, TimeoutError) as exc:
         print(f"freshstream: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

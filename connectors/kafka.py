@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from streams.settings import Settings
 
 __all__ = ["client_options", "make_producer", "make_consumer", "ensure_topics",
-           "topic_specs", "wait_for_broker"]
+           "topic_specs", "wait_for_broker", "partition_count"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,3 +96,17 @@ async def wait_for_broker(settings: Settings, timeout: float) -> None:
         finally:
             await admin.close()
 
+
+
+async def partition_count(settings: Settings, topic: str) -> int:
+    """How many partitions a topic has (the worker's tables must match the raw topic)."""
+    consumer = make_consumer(settings)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise TimeoutError(f"topic {topic} does not exist on {settings.bootstrap}")
+        return len(partitions)
+    finally:
+        await consumer.stop()

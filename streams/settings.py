@@ -41,6 +41,15 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     retry_after_seconds: int = 5
     secret_key: str = field(default="", repr=False)  # Fernet key for API keys at rest
+    worker_app_id: str = "freshstream-worker"  # Faust app id: consumer group and changelog prefix
+    worker_store: str = "memory://"  # or rocksdb:// (needs rocksdict)
+    worker_web_port: int = 6066
+    worker_batch_size: int = 1000
+    processing_guarantee: str = "at_least_once"  # exactly_once needs real Kafka
+    chat_expiry_seconds: int = 7 * 24 * 3600
+    expiry_check_seconds: float = 60.0
+    group_wait_seconds: float = 30.0
+    group_poll_seconds: float = 300.0
     log_level: str = "INFO"
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str = ""

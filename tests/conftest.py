@@ -18,6 +18,7 @@ from connectors.ingress_service import IngressService
 from connectors.integrations import new_ingress_key, new_integration
 from streams.settings import ENV_PREFIX, Settings
 from tests.kafka_records import SECRETS, put_integration, public_pem, wait_until
+from tests.processes import WorkerProcess
 
 
 
@@ -118,7 +119,8 @@ def settings(broker, tmp_path) -> Settings:
     suffix = uuid.uuid4().hex[:8]
     return test_settings(tmp_path, broker.port, raw_topic=f"raw-{suffix}", dlq_topic=f"dlq-{suffix}",
                          contacts_topic=f"contacts-{suffix}", groups_topic=f"groups-{suffix}",
-                         integrations_topic=f"integrations-{suffix}")
+                         integrations_topic=f"integrations-{suffix}", worker_app_id=f"worker-{suffix}",
+                         group_wait_seconds=3.0, log_level="DEBUG")
 
 
 @pytest.fixture
@@ -128,6 +130,14 @@ def ingress(loop_thread, settings):
     loop_thread.run(service.start())
     yield service
     loop_thread.run(service.stop())
+
+
+@pytest.fixture
+def worker(settings, tmp_path):
+    """A `freshstream worker` process on the test's topics, ready (partitions assigned)."""
+    process = WorkerProcess(settings, tmp_path).start()
+    yield process
+    process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,65 @@
+"""Group names per integration, as the worker knows them: the groups topic plus what events teach."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Awaitable, Callable
+
+import orjson
+
+from streams.envelope import format_time
+
+__all__ = ["GroupNames"]
+
+logger = logging.getLogger(__name__)
+
+
+class GroupNames:
+    """A process-local view of the compacted groups topic (`<integration>:<group_id>` → name).
+
+    `learn` records names that app events carry and queues them for the topic, so
+    other workers and later restarts know them too; `request_refresh` asks the
+    Freshchat poller, when one is wired in, for a fresh list.
+    """
+
+    def __init__(self, refresh: Callable[[str], None] | None = None) -> None:
+        self._names: dict[str, dict[str, str]] = {}
+        self._refresh = refresh
+        self.outbox: list[tuple[bytes, bytes]] = []
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        """Apply one groups-topic record."""
+        if not key:
+            return
+        integration, _, group_id = key.decode(errors="replace").partition(":")
+        if value is None:
+            self._names.get(integration, {}).pop(group_id, None)
+            return
+        try:
+            name = orjson.loads(value).get("name")
+        except (orjson.JSONDecodeError, AttributeError):
+            return
+        if isinstance(name, str) and name:
+            self._names.setdefault(integration, {})[group_id] = name
+
+    def for_integration(self, integration: str) -> dict[str, str]:
+        return self._names.get(integration, {})
+
+    def learn(self, integration: str, group_id: str, name: str) -> None:
+        """Remember a name seen in an event; queue a groups record when it is new or changed."""
+        known = self._names.setdefault(integration, {})
+        if known.get(group_id) == name:
+            return
+        known[group_id] = name
+        seen_at = format_time(datetime.now(timezone.utc))
+        self.outbox.append((f"{integration}:{group_id}".encode(),
+                            orjson.dumps({"name": name, "seen_at": seen_at})))
+
+    def take_outbox(self) -> list[tuple[bytes, bytes]]:
+        records, self.outbox = self.outbox, []
+        return records
+
+    def request_refresh(self, integration: str) -> None:
+        if self._refresh is not None:
+            self._refresh(integration)

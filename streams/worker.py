@@ -1,0 +1,105 @@
+"""The Faust worker: the one module that declares agents, tables and timers.
+
+Thin shells around ContactProcessor: the agent reads batches of raw records and
+hands them over; timers release contacts waiting for a group name and expire idle
+chats. Everything it needs comes from one Settings object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from connectors.follower import TopicFollower
+from streams.group_names import GroupNames
+from streams.processor import ContactProcessor
+from streams.settings import Settings
+from streams.tables import KeyPartitionedTable, partition_of
+from streams.worker_metrics import WorkerMetrics
+
+__all__ = ["build_app", "WorkerParts"]
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerParts:
+    """What build_app wires together, kept for the CLI and tests to reach."""
+
+    def __init__(self, app: faust.App, processor: ContactProcessor, names: GroupNames,
+                 followers: list, metrics: WorkerMetrics) -> None:
+        self.app, self.processor, self.names = app, processor, names
+        self.followers, self.metrics = followers, metrics
+
+
+def _faust_app(settings: Settings, partitions: int, web_port: int) -> faust.App:
+    return faust.App(
+        settings.worker_app_id, broker=f"kafka://{settings.bootstrap}", store=settings.worker_store,
+        topic_partitions=partitions, key_serializer="raw", value_serializer="raw",
+        processing_guarantee=settings.processing_guarantee, producer_acks=-1,
+        broker_session_timeout=6, broker_heartbeat_interval=1, broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest", stream_wait_empty=False, table_standby_replicas=0,
+        web_host="127.0.0.1", web_port=web_port, Table=KeyPartitionedTable,
+        producer_max_request_size=settings.max_body_bytes + 65536)
+
+
+def build_app(settings: Settings, partitions: int, web_port: int | None = None, refresh=None) -> WorkerParts:
+    """Declare the worker's topics, tables, agent, timers and pages."""
+    app = _faust_app(settings, partitions, settings.worker_web_port if web_port is None else web_port)
+    raw = app.topic(settings.raw_topic, key_serializer="raw", value_serializer="raw")
+    chats = app.Table("chats", partitions=partitions, key_type=bytes, value_type=bytes)
+    pending = app.Table("pending", partitions=partitions, key_type=bytes, value_type=bytes)
+    pending.partition_key = lambda key: key.split(b"\x00", 1)[0]
+    for table in (chats, pending):
+        table.kafka_settings = settings
+    names = GroupNames(refresh)
+    metrics = WorkerMetrics()
+
+    async def emit(records: list[tuple[bytes, bytes]]) -> None:
+        futures = [await app.producer.send(settings.contacts_topic, key, value, None, None, None)
+                   for key, value in records]
+        await asyncio.gather(*futures)
+
+    processor = ContactProcessor(
+        chats=chats, pending=pending, names=names, emit=emit, metrics=metrics,
+        expiry_ms=settings.chat_expiry_seconds * 1000, group_wait_ms=int(settings.group_wait_seconds * 1000),
+        partition_of=lambda key: partition_of(key, partitions))
+    followers = [TopicFollower(settings, settings.groups_topic, names.apply)]
+
+    @app.agent(raw)
+    async def contacts(stream):
+        async for events in stream.take_events(settings.worker_batch_size, within=0.05):
+            await processor.process([(e.key, e.value, e.message.partition) for e in events])
+            await _publish_names(app, settings, names)
+
+    @app.timer(1.0)
+    async def release_pending():
+        await processor.release_pending()
+
+    @app.timer(settings.expiry_check_seconds)
+    async def expire_idle():
+        await processor.expire_idle()
+
+    @app.task
+    async def follow_groups():
+        for follower in followers:
+            await follower.start()
+
+    @app.page("/metrics")
+    async def metrics_page(web_view, request):
+        return web_view.text(metrics.render(), content_type="text/plain")
+
+    @app.page("/readyz")
+    async def readyz(web_view, request):
+        ready = app.tables.recovery.completed.is_set() and not app.rebalancing
+        return web_view.json({"ready": ready}, status=200 if ready else 503)
+
+    return WorkerParts(app, processor, names, followers, metrics)
+
+
+async def _publish_names(app: faust.App, settings: Settings, names: GroupNames) -> None:
+    """Write names learnt from app events to the groups topic, for the other workers."""
+    for key, value in names.take_outbox():
+        await app.producer.send(settings.groups_topic, key, value, None, None, None)
+

@@ -1,0 +1,29 @@
+"""The worker's Prometheus series."""
+
+from __future__ import annotations
+
+from connectors.metrics import Counter, Histogram, Registry
+
+__all__ = ["WorkerMetrics"]
+
+_DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400)
+
+
+class WorkerMetrics(Registry):
+    """Events by kind and verdict, skips by reason, contacts by queue and outcome, emission delay."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events = self.add(Counter(
+            "freshstream_worker_events_total",
+            "Chat events by kind and verdict (applied, duplicate, late, after_close)."))
+        self.skipped = self.add(Counter(
+            "freshstream_worker_skipped_total", "Raw records that yield no chat event, by reason."))
+        self.contacts = self.add(Counter(
+            "freshstream_worker_contacts_total", "Contacts emitted, by queue and outcome."))
+        self.group_timeouts = self.add(Counter(
+            "freshstream_worker_group_name_timeouts_total",
+            "Contacts sent to Undefined_Queue because their group's name never arrived."))
+        self.emission_delay = self.add(Histogram(
+            "freshstream_worker_emission_delay_seconds",
+            "Contact emitted_at minus resolved_at, by queue.", buckets=_DELAY_BUCKETS))
