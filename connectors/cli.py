@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 
-from connectors import integration_commands, worker_command
+from connectors import integration_commands, tail_command, worker_command
 from connectors.broker import BrokerError, EmbeddedBroker
 from connectors.integrations import IntegrationError
 from connectors.kafka import wait_for_broker
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingress.add_argument("--host", help="address to listen on (default FRESHSTREAM_INGRESS_HOST)")
     ingress.add_argument("--port", type=int, help="port to listen on (default FRESHSTREAM_INGRESS_PORT)")
     worker_command.add_parser(sub)
+    tail_command.add_parser(sub)
     integration_commands.add_parser(sub)
     return parser
 
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _dispatch(args, settings: Settings) -> int:
+    if args.command == "tail":
+        return await _until_signal_or(tail_command.run(args, settings))
     if args.command == "integrations":
         return await integration_commands.run(args, settings, print)
     if args.command == "broker":
@@ -87,6 +90,17 @@ async def _serve(services: list, name: str) -> int:
         for service in reversed(started):
             await service.stop()
     return 0
+
+
+async def _until_signal_or(work) -> int:
+    """Run work until it ends or SIGINT/SIGTERM arrives (then exit 0, as `tail -f` users expect)."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(_until_signal())
+    done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    for pending in (task, waiter):
+        pending.cancel()
+    await asyncio.gather(task, waiter, return_exceptions=True)
+    return task.result() if task in done and not task.cancelled() else 0
 
 
 async def _until_signal() -> None:

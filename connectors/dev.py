@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
 import orjson
 
 from connectors.broker import EmbeddedBroker
+from connectors.child import ChildProcess
 from connectors.ingress_service import IngressService
 from connectors.integrations import new_ingress_key, new_integration
 from connectors.registry import IntegrationStore, load_integrations
@@ -26,7 +28,7 @@ SAMPLE_EVENT = {
 
 
 async def run_dev(args, settings: Settings, until_signal) -> int:
-    """Start broker (when embedded) and ingress, print how to post, wait for Ctrl-C."""
+    """Start broker (when embedded), worker and ingress, print how to post, wait for Ctrl-C."""
     if args.broker_port:
         settings = settings.replace(broker_port=args.broker_port)
     started = []
@@ -35,6 +37,9 @@ async def run_dev(args, settings: Settings, until_signal) -> int:
             broker = EmbeddedBroker(settings)
             await broker.start()
             started.append(broker)
+        worker = ChildProcess(settings, ["worker"], Path(settings.data_dir) / "worker.log")
+        await worker.start()
+        started.append(worker)
         ingress = IngressService(settings, port=args.port)
         await ingress.start()
         started.append(ingress)
@@ -79,6 +84,8 @@ def _banner(settings: Settings, url: str, key: str) -> str:
         f"freshstream dev is running. Kafka: {settings.bootstrap}"
         + (" (embedded, in memory)" if settings.embedded else ""),
         f"  ingress:  {url}   (health {url}/healthz, metrics {url}/metrics)",
+        f"  worker:   metrics http://127.0.0.1:{settings.worker_web_port}/metrics, log {settings.data_dir}/worker.log",
+        "  contacts: freshstream tail   (in another terminal)",
         f"  demo integration {DEMO!r}, ingress key for this run: {key}",
         "  post a sample event:",
         "  " + demo_curl(url, key),

@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from streams.settings import Settings
 
 __all__ = ["client_options", "make_producer", "make_consumer", "ensure_topics",
-           "topic_specs", "wait_for_broker", "partition_count"]
+           "topic_specs", "wait_for_broker", "partition_count", "true_ends"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,3 +110,23 @@ async def partition_count(settings: Settings, topic: str) -> int:
         return len(partitions)
     finally:
         await consumer.stop()
+
+
+async def true_ends(consumer, partitions: list, timeout: float = 10.0) -> dict:
+    """Partition ends from fetch high watermarks (ListOffsets can lag on the embedded broker).
+
+    Moves the consumer's positions: callers seek where they want afterwards.
+    """
+    listed = await consumer.end_offsets(partitions)
+    for tp in partitions:
+        consumer.seek(tp, max(0, listed[tp] - 1))
+    ends: dict = {}
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(ends) < len(partitions):
+        await consumer.getmany(*[tp for tp in partitions if tp not in ends], timeout_ms=100, max_records=1)
+        for tp in partitions:
+            if tp not in ends and consumer.highwater(tp) is not None:
+                ends[tp] = consumer.highwater(tp)
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("the broker returned no high watermark")
+    return ends

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import signal
 import subprocess
 import sys
@@ -12,18 +10,14 @@ from pathlib import Path
 import httpx
 
 from connectors.broker import free_port
-from streams.settings import ENV_PREFIX, Settings
+from connectors.child import child_environment
+from streams.settings import Settings
 from tests.kafka_records import wait_until
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process build these same settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    for field in dataclasses.fields(settings):
-        value = getattr(settings, field.name)
-        if value not in ("", None):
-            env[ENV_PREFIX + field.name.upper()] = str(value)
-    return env
+    return child_environment(settings)
 
 
 class WorkerProcess:

@@ -112,23 +112,47 @@ def test_every_verb_has_help():
 
 def test_dev_runs_everything_prints_a_working_curl_and_stops_on_ctrl_c(tmp_path):
     ingress_port, broker_port = free_port(), free_port()
+    env = {**os.environ, "FRESHSTREAM_DATA_DIR": str(tmp_path), "FRESHSTREAM_WORKER_WEB_PORT": str(free_port())}
     process = subprocess.Popen(
         [sys.executable, "-m", "connectors.cli", "dev", "--port", str(ingress_port), "--broker-port", str(broker_port)],
-        env={**os.environ, "FRESHSTREAM_DATA_DIR": str(tmp_path)}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = []
         wait_until(lambda: lines.append(process.stderr.readline()) or "Ctrl-C stops everything" in lines[-1],
                    timeout=60, what="the dev banner")
         curl = next(line for line in lines if line.strip().startswith("curl "))
-        SECRETS.add(re.search(r"fsk_[\w-]+", curl).group(0))
+        key = re.search(r"fsk_[\w-]+", curl).group(0)
+        SECRETS.add(key)
         posted = subprocess.run(shlex.split(curl) + ["-w", "\n%{http_code}"], capture_output=True,
                                 text=True, timeout=30)
         assert posted.stdout.strip().endswith("202"), posted.stdout
+        resolve = {"event": "onConversationUpdate", "timestamp": 1714986100,
+                   "data": {"actor": {"type": "agent", "id": "a-1"}, "conversation": {"conversation_id": "conv-0001"},
+                            "changes": {"model_changes": {"status": ["assigned", "resolved"]}}}}
+        resolved = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+                                   f"http://127.0.0.1:{ingress_port}/webhooks/freshchat/demo",
+                                   "-H", f"Authorization: Bearer {key}", "-H", "Content-Type: application/json",
+                                   "-d", orjson.dumps(resolve).decode()], capture_output=True, text=True, timeout=30)
+        assert resolved.stdout == "202"
+        tail = subprocess.run([sys.executable, "-m", "connectors.cli", "tail", "--from-beginning", "--max", "1"],
+                              env={**env, "FRESHSTREAM_BROKER_PORT": str(broker_port)}, capture_output=True,
+                              text=True, timeout=90)
+        contact = orjson.loads(tail.stdout)
+        assert (contact["contact_id"], contact["queue"]) == ("demo:conv-0001:1", "Undefined_Queue")
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 0
+        assert process.wait(timeout=60) == 0
     finally:
         if process.poll() is None:
             process.kill()
     gone = subprocess.run(["pgrep", "-f", f"tcp://127.0.0.1:{broker_port}"], capture_output=True)
     assert gone.returncode == 1, "the embedded broker outlived freshstream dev"
+    workers = subprocess.run(["pgrep", "-f", "connectors.cli worker"], capture_output=True, text=True)
+    assert not any(str(tmp_path) in _environ_of(pid) for pid in workers.stdout.split())
+
+
+def _environ_of(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
