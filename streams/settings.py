@@ -43,6 +43,7 @@ class Settings:
     secret_key: str = field(default="", repr=False)  # Fernet key for API keys at rest
     worker_app_id: str = "freshstream-worker"  # Faust app id: consumer group and changelog prefix
     worker_store: str = "memory://"  # or rocksdb:// (needs rocksdict)
+    worker_web_host: str = "127.0.0.1"
     worker_web_port: int = 6066
     worker_batch_size: int = 1000
     processing_guarantee: str = "at_least_once"  # exactly_once needs real Kafka

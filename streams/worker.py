@@ -40,7 +40,7 @@ def _faust_app(settings: Settings, partitions: int, web_port: int) -> faust.App:
         processing_guarantee=settings.processing_guarantee, producer_acks=-1,
         broker_session_timeout=6, broker_heartbeat_interval=1, broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest", stream_wait_empty=False, table_standby_replicas=0,
-        web_host="127.0.0.1", web_port=web_port, Table=KeyPartitionedTable,
+        web_host=settings.worker_web_host, web_port=web_port, Table=KeyPartitionedTable,
         producer_max_request_size=settings.max_body_bytes + 65536)
 
 

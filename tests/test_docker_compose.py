@@ -44,3 +44,12 @@ def test_every_environment_name_is_a_setting():
         for variable in service.get("environment", {}):
             if variable.startswith(ENV_PREFIX):
                 assert variable in known, f"{name}: {variable} is not a freshstream setting"
+
+
+def test_worker_runs_exactly_once_on_real_kafka():
+    worker = compose()["services"]["worker"]
+    assert worker["command"][0] == "worker"
+    assert worker["environment"]["FRESHSTREAM_PROCESSING_GUARANTEE"] == "exactly_once"
+    assert worker["environment"]["FRESHSTREAM_KAFKA_BOOTSTRAP"] == compose()["services"]["ingress"]["environment"][
+        "FRESHSTREAM_KAFKA_BOOTSTRAP"]
+    assert worker["depends_on"]["kafka"]["condition"] == "service_healthy"
