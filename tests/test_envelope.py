@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from streams.envelope import InvalidEvent, InvalidJSON, encode_envelope, event_id, format_time, parse_body
+from streams.envelope import (InvalidEvent, InvalidJSON, encode_envelope, event_id, format_time, parse_body,
+                              utc_now_text)
 from tests.payloads import app_message, webhook_message
 
 
@@ -74,3 +75,8 @@ def test_envelope_splices_payload_verbatim():
 def test_times_are_utc_milliseconds_with_z():
     moment = datetime(2024, 5, 6, 9, 0, 1, 180999, tzinfo=timezone.utc)
     assert format_time(moment) == "2024-05-06T09:00:01.180Z"
+
+
+def test_fast_clock_text_matches_format_time():
+    for now in (1714986001.0, 1714986001.1809, 1714986001.999, 1714986002.0005):
+        assert utc_now_text(now) == format_time(datetime.fromtimestamp(now, tz=timezone.utc))
