@@ -8,9 +8,10 @@ import logging
 import signal
 import sys
 
-from connectors import integration_commands, tail_command, worker_command
+from connectors import integration_commands, simulate_command, tail_command, worker_command
 from connectors.broker import BrokerError, EmbeddedBroker
 from connectors.integrations import IntegrationError
+from connectors.simulate_command import SimulationError
 from connectors.kafka import wait_for_broker
 from streams.settings import Settings, SettingsError
 
@@ -27,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="embedded broker + ingress in one terminal (Ctrl-C stops all)")
     dev.add_argument("--port", type=int, help="ingress port (default FRESHSTREAM_INGRESS_PORT, 8080)")
     dev.add_argument("--broker-port", type=int, help="embedded broker port (default 9092)")
+    dev.add_argument("--simulate", type=int, nargs="?", const=200, metavar="CHATS",
+                     help="also post simulated Freshchat traffic (default 200 chats) and print the contacts")
     broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu)")
     broker.add_argument("--port", type=int, help="port on 127.0.0.1 (default FRESHSTREAM_BROKER_PORT, 9092)")
     ingress = sub.add_parser("ingress", help="run the webhook ingress")
@@ -34,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingress.add_argument("--port", type=int, help="port to listen on (default FRESHSTREAM_INGRESS_PORT)")
     worker_command.add_parser(sub)
     tail_command.add_parser(sub)
+    simulate_command.add_parser(sub)
     integration_commands.add_parser(sub)
     return parser
 
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "worker":
             return worker_command.run_worker(settings, args.web_port)
         return asyncio.run(_dispatch(args, settings))
-    except (BrokerError, IntegrationError, SettingsError, TimeoutError) as exc:
+    except (BrokerError, IntegrationError, SettingsError, SimulationError, TimeoutError) as exc:
         print(f"freshstream: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -56,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _dispatch(args, settings: Settings) -> int:
+    if args.command == "simulate":
+        return await simulate_command.run(args, settings, print)
     if args.command == "tail":
         return await _until_signal_or(tail_command.run(args, settings))
     if args.command == "integrations":

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import shlex
 import sys
 from pathlib import Path
 
 import orjson
 
+from connectors import tail_command
 from connectors.broker import EmbeddedBroker
 from connectors.child import ChildProcess
 from connectors.ingress_service import IngressService
 from connectors.integrations import new_ingress_key, new_integration
+from connectors.kafka import make_producer
 from connectors.registry import IntegrationStore, load_integrations
+from connectors.simulate_command import post_scenario
+from connectors.simulation import GROUPS, build_scenario
+from streams.group_names import GroupNames
 from streams.settings import Settings
 
 __all__ = ["run_dev", "DEMO", "demo_curl"]
@@ -45,12 +52,69 @@ async def run_dev(args, settings: Settings, until_signal) -> int:
         started.append(ingress)
         key = await _demo_key(settings)
         print(_banner(settings, ingress.url, key), file=sys.stderr, flush=True)
+        if args.simulate:
+            started.append(await _start_simulation(settings, ingress.url, key, args.simulate))
         await until_signal()
     finally:
         for service in reversed(started):
             await service.stop()
     print("freshstream dev stopped", file=sys.stderr)
     return 0
+
+
+class _Simulation:
+    """Simulated traffic posted to the demo integration, and its contacts printed as they come."""
+
+    def __init__(self, settings: Settings, url: str, key: str, chats: int) -> None:
+        self.settings, self.url, self.key, self.chats = settings, url, key, chats
+        self.stop_tail = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        await _publish_demo_groups(self.settings)
+        tail_args = argparse.Namespace(integration=DEMO, queue=None, from_beginning=True, max=None)
+        self.tasks = [asyncio.create_task(tail_command.run(tail_args, self.settings, _print_contact, self.stop_tail)),
+                      asyncio.create_task(self._post())]
+
+    async def _post(self) -> None:
+        scenario = build_scenario(DEMO, self.chats, seed=1)
+        summary = await post_scenario(self.url, DEMO, self.key, scenario, rate=200)
+        print(f"simulation posted {summary['deliveries']} deliveries; "
+              f"{len(scenario.expected)} contacts expected", file=sys.stderr, flush=True)
+
+    async def stop(self) -> None:
+        self.stop_tail.set()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def _start_simulation(settings: Settings, url: str, key: str, chats: int) -> _Simulation:
+    simulation = _Simulation(settings, url, key, chats)
+    await simulation.start()
+    return simulation
+
+
+async def _publish_demo_groups(settings: Settings) -> None:
+    """The demo account's group names, as Freshchat's REST API would list them."""
+    names = GroupNames()
+    for group in GROUPS:
+        names.learn(DEMO, group["id"], group["name"])
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        for key, value in names.take_outbox():
+            await producer.send(settings.groups_topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def _print_contact(line: str) -> None:
+    contact = orjson.loads(line)
+    wait = "-" if contact["wait_seconds"] is None else f"{contact['wait_seconds']:.0f}s"
+    print(f"contact {contact['contact_id']}  queue={contact['queue']}  outcome={contact['outcome']}  "
+          f"wait={wait}  duration={contact['duration_seconds']:.0f}s", flush=True)
 
 
 async def _demo_key(settings: Settings) -> str:

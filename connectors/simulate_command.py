@@ -1,0 +1,183 @@
+"""`freshstream simulate`: post generated Freshchat traffic whose contacts are known in advance."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+from connectors.simulation import Delivery, Scenario, build_scenario
+from streams.settings import Settings
+
+__all__ = ["add_parser", "run", "post_scenario", "SimulationError"]
+
+MAX_ATTEMPTS = 6  # per delivery, for 503s and connection failures
+MAX_RETRY_AFTER = 30.0  # seconds; a longer Retry-After is capped so a run cannot stall for minutes
+
+
+class SimulationError(RuntimeError):
+    """The ingress refused a delivery or stayed unavailable; the message says which and why."""
+
+
+def add_parser(sub) -> None:
+    """Register the `simulate` verb."""
+    parser = sub.add_parser(
+        "simulate", help="post Freshchat-shaped traffic with a known ground truth",
+        description="Generate chats (both Freshchat formats, retries, out-of-order events), post them "
+                    "to an ingress, and optionally write the contacts they must yield.")
+    add = parser.add_argument
+    add("--url", help="ingress base URL (default http://FRESHSTREAM_INGRESS_HOST:FRESHSTREAM_INGRESS_PORT)")
+    add("--integration", required=True, metavar="ID", help="integration id: posts go to /webhooks/freshchat/ID")
+    add("--key", required=True, help="the integration's ingress key (sent as a Bearer token, never printed)")
+    add("--chats", required=True, type=_positive(int), metavar="N", help="number of chats to simulate")
+    add("--rate", type=_positive(float), metavar="R", help="deliveries per second (default: as fast as possible)")
+    add("--seed", type=int, default=1, metavar="S", help="random seed: the same seed, the same traffic (default 1)")
+    add("--expect", metavar="FILE", help="write the expected contacts here as JSON lines, sorted by contact_id")
+    add("--concurrency", type=_positive(int), default=8, metavar="C",
+        help="requests in flight at most (default 8); one chat never has two")
+
+
+async def run(args, settings: Settings, out) -> int:
+    """Build the scenario, write its expectation, post it, and report one summary line."""
+    scenario = build_scenario(args.integration, args.chats, args.seed)
+    if args.expect:
+        _write_expected(Path(args.expect), scenario.expected)
+    url = args.url or f"http://{settings.ingress_host}:{settings.ingress_port}"
+    summary = await post_scenario(url, args.integration, args.key, scenario,
+                                  rate=args.rate, concurrency=args.concurrency)
+    out(f"simulate: posted {summary['deliveries']} deliveries of {args.chats} chats to {summary['url']}: "
+        f"{summary['accepted']} events accepted, {summary['retries']} retries, "
+        f"{summary['elapsed_seconds']:.1f} s, {summary['rate']:.0f} deliveries/s; "
+        f"{len(scenario.expected)} contacts expected")
+    return 0
+
+
+async def post_scenario(url: str, integration: str, key: str, scenario: Scenario, rate: float | None = None,
+                        concurrency: int = 8, *, client: httpx.AsyncClient | None = None) -> dict:
+    """POST every delivery in order; one chat's deliveries strictly one after another. Returns the summary."""
+    endpoint = f"{url.rstrip('/')}/webhooks/freshchat/{integration}"
+    started = time.monotonic()
+    own = client is None
+    http = client or httpx.AsyncClient(timeout=30.0, limits=httpx.Limits(max_connections=concurrency))
+    try:
+        poster = _Poster(http, endpoint, key, concurrency)
+        await poster.post_all(scenario.deliveries, rate)
+    finally:
+        if own:
+            await http.aclose()
+    elapsed = time.monotonic() - started
+    count = len(scenario.deliveries)
+    return {"url": endpoint, "deliveries": count, "accepted": poster.accepted, "retries": poster.retries,
+            "elapsed_seconds": round(elapsed, 3), "rate": round(count / elapsed, 1) if elapsed > 0 else 0.0}
+
+
+class _Poster:
+    """Sends deliveries with bounded concurrency, keeping each chat's deliveries in order."""
+
+    def __init__(self, client: httpx.AsyncClient, endpoint: str, key: str, concurrency: int) -> None:
+        self.client, self.endpoint = client, endpoint
+        self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        self.slots = asyncio.Semaphore(concurrency)
+        self.accepted = self.retries = 0
+        self.failure: BaseException | None = None
+
+    async def post_all(self, deliveries: list[Delivery], rate: float | None) -> None:
+        """Dispatch in order; a delivery waits for its chat's previous one, holding its slot meanwhile.
+
+        A waiting task holds a slot, but the one it waits for already holds an earlier
+        slot and needs nothing more, so this cannot deadlock.
+        """
+        loop = asyncio.get_running_loop()
+        begin, last = loop.time(), {}
+        try:
+            for index, delivery in enumerate(deliveries):
+                if rate:
+                    await asyncio.sleep(max(0.0, begin + index / rate - loop.time()))
+                await self.slots.acquire()
+                if self.failure is not None:
+                    self.slots.release()
+                    break
+                last[delivery.chat] = asyncio.create_task(self._send(index, delivery, last.get(delivery.chat)))
+            await asyncio.gather(*last.values())
+        finally:
+            for task in last.values():
+                task.cancel()
+        if self.failure is not None:
+            raise self.failure
+
+    async def _send(self, index: int, delivery: Delivery, previous: asyncio.Task | None) -> None:
+        try:
+            if previous is not None:
+                await previous
+            if self.failure is None:
+                await self._post(index, delivery)
+        except Exception as exc:  # kept, so the dispatcher stops and raises the first failure
+            self.failure = self.failure or exc
+        finally:
+            self.slots.release()
+
+    async def _post(self, index: int, delivery: Delivery) -> None:
+        headers = {**self.headers, **delivery.headers}
+        base = int(delivery.headers.get("X-Retry-Count", "0"))
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                self.retries += 1
+                headers["X-Retry-Count"] = str(base + attempt)  # what Freshchat sends on a retry
+            try:
+                response = await self.client.post(self.endpoint, content=delivery.body, headers=headers)
+            except httpx.TransportError as exc:
+                reason, pause = f"cannot reach {self.endpoint} ({type(exc).__name__})", 0.25 * 2 ** attempt
+            else:
+                if response.status_code == 202:
+                    self.accepted += int(response.json().get("accepted", 0))
+                    return
+                if response.status_code != 503:
+                    raise SimulationError(_refusal(index, delivery, response))
+                reason, pause = "the ingress answered 503 (broker unavailable)", _retry_after(response, attempt)
+            if attempt + 1 < MAX_ATTEMPTS:
+                await asyncio.sleep(pause)
+        raise SimulationError(f"delivery {index} (chat {delivery.chat}) failed {MAX_ATTEMPTS} times: {reason}")
+
+
+def _retry_after(response: httpx.Response, attempt: int) -> float:
+    """Honour Retry-After (seconds) when present, else back off exponentially."""
+    try:
+        return min(MAX_RETRY_AFTER, max(0.0, float(response.headers["Retry-After"])))
+    except (KeyError, ValueError):
+        return min(MAX_RETRY_AFTER, 0.25 * 2 ** attempt)
+
+
+def _refusal(index: int, delivery: Delivery, response: httpx.Response) -> str:
+    """One line naming the delivery and quoting the ingress's own error message."""
+    try:
+        error = response.json()
+        detail = f"{error.get('error', '?')}: {error.get('message', '')}"
+    except ValueError:
+        detail = response.text[:200] or response.reason_phrase
+    return (f"the ingress refused delivery {index} (chat {delivery.chat}) with HTTP "
+            f"{response.status_code} {detail}")
+
+
+def _write_expected(path: Path, contacts: list[dict]) -> None:
+    lines = sorted(contacts, key=lambda c: c["contact_id"])
+    try:
+        path.write_bytes(b"".join(orjson.dumps(c) + b"\n" for c in lines))
+    except OSError as exc:
+        raise SimulationError(f"--expect {path}: cannot write it ({exc.strerror})") from None
+
+
+def _positive(kind):
+    """An argparse type accepting only numbers above zero, with a clear message otherwise."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above zero, not {text}")
+        return value
+    return parse
