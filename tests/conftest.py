@@ -33,6 +33,10 @@ class LoopThread:
     def run(self, coro, timeout: float = 60.0):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def submit(self, coro):
+        """Start coro on the loop; the caller waits on the returned future when it needs the result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
