@@ -10,9 +10,15 @@ import orjson
 
 from streams.envelope import format_time
 
-__all__ = ["GroupNames"]
+__all__ = ["GroupNames", "group_record"]
 
 logger = logging.getLogger(__name__)
+
+
+def group_record(integration: str, group_id: str, name: str, seen_at: datetime) -> tuple[bytes, bytes]:
+    """The groups-topic record (DESIGN §2) for one name, wherever the name was learnt."""
+    value = orjson.dumps({"name": name, "seen_at": format_time(seen_at)})
+    return f"{integration}:{group_id}".encode(), value
 
 
 class GroupNames:
@@ -52,9 +58,7 @@ class GroupNames:
         if known.get(group_id) == name:
             return
         known[group_id] = name
-        seen_at = format_time(datetime.now(timezone.utc))
-        self.outbox.append((f"{integration}:{group_id}".encode(),
-                            orjson.dumps({"name": name, "seen_at": seen_at})))
+        self.outbox.append(group_record(integration, group_id, name, datetime.now(timezone.utc)))
 
     def take_outbox(self) -> list[tuple[bytes, bytes]]:
         records, self.outbox = self.outbox, []

@@ -12,7 +12,7 @@ import logging
 
 import faust
 
-from connectors.follower import TopicFollower
+from connectors.group_feed import GroupFeed
 from streams.group_names import GroupNames
 from streams.processor import ContactProcessor
 from streams.settings import Settings
@@ -28,9 +28,9 @@ class WorkerParts:
     """What build_app wires together, kept for the CLI and tests to reach."""
 
     def __init__(self, app: faust.App, processor: ContactProcessor, names: GroupNames,
-                 followers: list, metrics: WorkerMetrics) -> None:
+                 feed: GroupFeed, metrics: WorkerMetrics) -> None:
         self.app, self.processor, self.names = app, processor, names
-        self.followers, self.metrics = followers, metrics
+        self.feed, self.metrics = feed, metrics
 
 
 def _faust_app(settings: Settings, partitions: int, web_port: int) -> faust.App:
@@ -44,7 +44,7 @@ def _faust_app(settings: Settings, partitions: int, web_port: int) -> faust.App:
         producer_max_request_size=settings.max_body_bytes + 65536)
 
 
-def build_app(settings: Settings, partitions: int, web_port: int | None = None, refresh=None) -> WorkerParts:
+def build_app(settings: Settings, partitions: int, web_port: int | None = None) -> WorkerParts:
     """Declare the worker's topics, tables, agent, timers and pages."""
     app = _faust_app(settings, partitions, settings.worker_web_port if web_port is None else web_port)
     raw = app.topic(settings.raw_topic, key_serializer="raw", value_serializer="raw")
@@ -53,7 +53,7 @@ def build_app(settings: Settings, partitions: int, web_port: int | None = None, 
     pending.partition_key = lambda key: key.split(b"\x00", 1)[0]
     for table in (chats, pending):
         table.kafka_settings = settings
-    names = GroupNames(refresh)
+    feed = GroupFeed(settings, names := GroupNames(lambda integration: feed.request_refresh(integration)))
     metrics = WorkerMetrics()
 
     async def emit(records: list[tuple[bytes, bytes]]) -> None:
@@ -65,7 +65,6 @@ def build_app(settings: Settings, partitions: int, web_port: int | None = None, 
         chats=chats, pending=pending, names=names, emit=emit, metrics=metrics,
         expiry_ms=settings.chat_expiry_seconds * 1000, group_wait_ms=int(settings.group_wait_seconds * 1000),
         partition_of=lambda key: partition_of(key, partitions))
-    followers = [TopicFollower(settings, settings.groups_topic, names.apply)]
 
     @app.agent(raw)
     async def contacts(stream):
@@ -83,8 +82,11 @@ def build_app(settings: Settings, partitions: int, web_port: int | None = None, 
 
     @app.task
     async def follow_groups():
-        for follower in followers:
-            await follower.start()
+        await feed.start()
+
+    @app.on_before_shutdown.connect
+    async def stop_groups(sender, **kwargs):
+        await feed.stop()
 
     @app.page("/metrics")
     async def metrics_page(web_view, request):
@@ -95,7 +97,7 @@ def build_app(settings: Settings, partitions: int, web_port: int | None = None, 
         ready = app.tables.recovery.completed.is_set() and not app.rebalancing
         return web_view.json({"ready": ready}, status=200 if ready else 503)
 
-    return WorkerParts(app, processor, names, followers, metrics)
+    return WorkerParts(app, processor, names, feed, metrics)
 
 
 async def _publish_names(app: faust.App, settings: Settings, names: GroupNames) -> None:

@@ -1,4 +1,8 @@
-"""freshstream processes started by tests the way a user starts them: `python -m connectors.cli …`."""
+"""freshstream processes started by tests the way a user starts them: `python -m connectors.cli …`.
+
+Their logs go to files at the level the settings say (DEBUG in the suite); stop()
+fails the test if any secret a test made appears in them.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import httpx
 from connectors.broker import free_port
 from connectors.child import child_environment
 from streams.settings import Settings
-from tests.kafka_records import wait_until
+from tests.kafka_records import SECRETS, wait_until
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -20,31 +24,38 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return child_environment(settings)
 
 
-class WorkerProcess:
-    """A `freshstream worker` child process with its log in a file."""
+class FreshstreamProcess:
+    """A `freshstream <verb>` child process that serves /readyz on `port`."""
 
-    def __init__(self, settings: Settings, log_dir: Path, name: str = "worker") -> None:
+    verb: list[str] = []
+
+    def __init__(self, settings: Settings, log_dir: Path, name: str) -> None:
         self.settings, self.port = settings, free_port()
         self.log_path = log_dir / f"{name}.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self, ready_timeout: float = 90.0) -> "WorkerProcess":
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_timeout: float = 90.0):
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "connectors.cli", "worker", "--web-port", str(self.port)],
+                [sys.executable, "-m", "connectors.cli", *self.verb, "--port" if self.verb[0] == "ingress"
+                 else "--web-port", str(self.port)],
                 env=settings_env(self.settings), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        wait_until(self.ready, timeout=ready_timeout, interval=0.2, what=f"worker ready (log {self.log_path})")
+        wait_until(self.ready, timeout=ready_timeout, interval=0.2, what=f"{self.verb[0]} ready (log {self.log_path})")
         return self
 
     def ready(self) -> bool:
-        assert self.process.poll() is None, f"worker exited: {self.log_tail()}"
+        assert self.process.poll() is None, f"{self.verb[0]} exited: {self.log_tail()}"
         try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status_code == 200
+            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
     def metrics(self) -> str:
-        return httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+        return httpx.get(f"{self.url}/metrics", timeout=5).text
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
@@ -55,11 +66,35 @@ class WorkerProcess:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                return self.process.wait(60)
+                self.process.wait(60)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(30)
+        self.assert_no_secrets()
         return self.process.returncode if self.process else 0
+
+    def assert_no_secrets(self) -> None:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        leaked = [secret[:8] + "…" for secret in SECRETS if secret in text]
+        assert not leaked, f"secrets reached {self.log_path}: {leaked}"
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class WorkerProcess(FreshstreamProcess):
+    """`freshstream worker`, ready once its tables are recovered."""
+
+    verb = ["worker"]
+
+    def __init__(self, settings: Settings, log_dir: Path, name: str = "worker") -> None:
+        super().__init__(settings, log_dir, name)
+
+
+class IngressProcess(FreshstreamProcess):
+    """`freshstream ingress` on its own core, for tests that post a lot."""
+
+    verb = ["ingress"]
+
+    def __init__(self, settings: Settings, log_dir: Path, name: str = "ingress") -> None:
+        super().__init__(settings, log_dir, name)
