@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        _configure_logging(settings)
         if args.command == "worker":
             return worker_command.run_worker(settings, args.web_port)
         return asyncio.run(_dispatch(args, settings))
@@ -57,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for library in ("aiokafka", "faust", "mode"):
+        logging.getLogger(library).setLevel(settings.kafka_log_level.upper())
 
 
 async def _dispatch(args, settings: Settings) -> int:

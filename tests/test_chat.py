@@ -121,3 +121,22 @@ def test_any_order_and_any_duplication_gives_the_same_contact(order, dups, rnd):
     _, expected, _ = run(CHAT + [RESOLVE])
     _, got, _ = run(deliveries + [RESOLVE, RESOLVE] + [CHAT[i] for i in dups])
     assert got == expected
+
+
+CYCLE_TWO = [ev("reopen", 100_000, "user"), ev("message", 101_000, "agent", actor_id="a2"),
+             ev("assign", 102_000, "system", group_id="g2", agent_id="a2"), ev("message", 103_000, "user")]
+RESOLVE_TWO = ev("resolve", 110_000, "agent")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.permutations(CHAT), st.permutations(CYCLE_TWO[1:]), st.lists(st.integers(0, 12), max_size=8), st.randoms())
+def test_reordering_within_cycles_and_late_duplicates_keep_every_contact(first, second, dups, rnd):
+    everything = CHAT + [RESOLVE] + CYCLE_TWO + [RESOLVE_TWO]
+    _, expected, _ = run(everything)
+    deliveries = list(first) + [RESOLVE] + [CYCLE_TWO[0]] + list(second) + [RESOLVE_TWO]
+    for index in dups:  # a retry arrives some time after its original
+        original = everything[index]
+        position = deliveries.index(original) + 1
+        deliveries.insert(rnd.randint(position, len(deliveries)), original)
+    _, got, _ = run(deliveries)
+    assert got == expected and [c.cycle for c in got] == [1, 2]

@@ -8,28 +8,25 @@ import time
 import orjson
 import pytest
 
-from connectors.kafka import make_producer
 from connectors.simulate_command import post_scenario
 from connectors.simulation import GROUPS, build_scenario
-from tests.kafka_records import read_topic, wait_until
-from tests.processes import WorkerProcess
+from connectors.integrations import load_cipher, new_ingress_key, new_integration
+from tests.kafka_records import SECRETS, put_integration, read_topic, wait_until
+from tests.processes import IngressProcess, WorkerProcess
+from tests.fake_freshchat import fake_freshchat  # noqa: F401  (fixture)
 from tests.schemas import assert_valid
 
 pytestmark = pytest.mark.integration
 CHATS = 2000
 
 
-async def publish_group_names(settings, integration):
-    """What the group poller writes after listing /v2/groups: webhook chats carry only ids."""
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        for group in GROUPS:
-            await producer.send(settings.groups_topic, orjson.dumps({"name": group["name"], "seen_at": "x"}),
-                                key=f"{integration}:{group['id']}".encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
+@pytest.fixture
+def settings(settings):
+    """Kafka libraries at INFO here: at DEBUG they log every wire request, ~100 MB for this test.
+
+    freshstream's own loggers stay at DEBUG, and the child logs are still scanned for secrets.
+    """
+    return settings.replace(kafka_log_level="INFO")
 
 
 def comparable(contacts):
@@ -37,9 +34,31 @@ def comparable(contacts):
                   key=lambda c: c["contact_id"])
 
 
-def test_simulated_traffic_gives_exactly_the_expected_contacts(loop_thread, settings, ingress, add_integration, worker):
-    key = add_integration("acme")
-    loop_thread.run(publish_group_names(settings, "acme"))
+@pytest.fixture
+def acme_key(loop_thread, settings, fake_freshchat):
+    """The acme integration, its groups served by a fake Freshchat REST API (webhooks carry only ids).
+
+    Written before the ingress process starts, so it is loaded when that is ready.
+    """
+    for group in GROUPS:
+        fake_freshchat.add_group(group["id"], group["name"])
+    key = new_ingress_key()
+    SECRETS.add(key)
+    api_key_enc = load_cipher(settings).encrypt(fake_freshchat.api_key.encode()).decode()
+    loop_thread.run(put_integration(settings, new_integration("acme", fake_freshchat.url, key, api_key_enc=api_key_enc)))
+    return key
+
+
+@pytest.fixture
+def ingress(acme_key, settings, tmp_path):
+    """The ingress in its own process: 30,000 posts should not share a core with the client."""
+    process = IngressProcess(settings, tmp_path).start()
+    yield process
+    process.stop()
+
+
+def test_simulated_traffic_gives_exactly_the_expected_contacts(loop_thread, settings, ingress, acme_key, worker):
+    key = acme_key
     scenario = build_scenario("acme", CHATS, seed=7)
     summary = loop_thread.run(post_scenario(ingress.url, "acme", key, scenario, concurrency=16), timeout=300)
     assert summary["accepted"] == len(scenario.deliveries)
@@ -61,10 +80,9 @@ def test_simulated_traffic_gives_exactly_the_expected_contacts(loop_thread, sett
     assert all(times == sorted(times) for times in by_partition.values()), "a partition is out of emission order"
 
 
-def test_sigkill_mid_run_loses_nothing_and_repeats_only_emitted_ids(loop_thread, settings, ingress,
-                                                                     add_integration, tmp_path):
-    key = add_integration("acme")
-    loop_thread.run(publish_group_names(settings, "acme"))
+def test_sigkill_mid_run_loses_nothing_and_repeats_only_emitted_ids(loop_thread, settings, ingress, acme_key,
+                                                                     tmp_path):
+    key = acme_key
     scenario = build_scenario("acme", CHATS, seed=11)
     expected = {c["contact_id"]: c for c in comparable(scenario.expected)}
     worker = WorkerProcess(settings, tmp_path, "before-kill").start()
