@@ -21,6 +21,7 @@ import faust
 from aiokafka import TopicPartition
 from aiokafka.partitioner import murmur2
 from faust.types import TP
+from yarl import URL
 
 from connectors.kafka import make_consumer
 from streams.settings import Settings
@@ -43,6 +44,15 @@ class KeyPartitionedTable(faust.Table):
 
     def partition_for_key(self, key: bytes) -> int:
         return partition_of(self.partition_key(key), self.partitions)
+
+    def _new_store_by_url(self, url):
+        if URL(str(url)).scheme != "rocksdb":
+            return super()._new_store_by_url(url)
+        from streams.rocksdb_store import KeyPartitionedRocksDB  # rocksdict is an optional extra
+        return KeyPartitionedRocksDB(
+            url, self.app, self, table_name=self.name, key_type=self.key_type,
+            key_serializer=self.key_serializer, value_serializer=self.value_serializer,
+            value_type=self.value_type, loop=self.loop, options=self.options)
 
     async def on_recovery_completed(self, active_tps, standby_tps) -> None:
         changelog = self.changelog_topic.get_topic_name()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import faust
 
@@ -41,7 +42,11 @@ def _faust_app(settings: Settings, partitions: int, web_port: int) -> faust.App:
         broker_session_timeout=6, broker_heartbeat_interval=1, broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest", stream_wait_empty=False, table_standby_replicas=0,
         web_host=settings.worker_web_host, web_port=web_port, Table=KeyPartitionedTable,
-        producer_max_request_size=settings.max_body_bytes + 65536)
+        producer_max_request_size=settings.max_body_bytes + 65536,
+        datadir=str(Path(settings.data_dir) / "faust"),
+        # Faust compares a RocksDB's persisted offset with ListOffsets, which the embedded
+        # broker answers short of the true end; tables.py reads to the real end instead.
+        recovery_consistency_check=False)
 
 
 def build_app(settings: Settings, partitions: int, web_port: int | None = None) -> WorkerParts:

@@ -68,3 +68,23 @@ def test_open_chats_survive_a_restart_after_batched_changelog_writes(loop_thread
     assert lost == [], f"{len(lost)} chats lost their state across the restart"
     topped_up = [line for line in second.log_path.read_text().splitlines() if "past the listed end" in line]
     print(f"recovery top-up: {topped_up or 'nothing past the listed end'}")
+
+
+def test_rocksdb_store_keeps_state_on_disk_across_a_restart(loop_thread, settings, ingress, add_integration, tmp_path):
+    settings = settings.replace(worker_store="rocksdb://")
+    key = add_integration("acme")
+    conversations = [f"conv-{i:04d}" for i in range(50)]
+    first = WorkerProcess(settings, tmp_path, "rocks-first").start()
+    post_batch(ingress, key, [e for c in conversations for e in opening(c)])
+    wait_until(lambda: applied(first) == 2 * len(conversations), timeout=60, what="the first worker applied every event")
+    assert first.stop() == 0
+    assert list((tmp_path / "faust").rglob("chats-*.db")), "no RocksDB files were written"
+
+    second = WorkerProcess(settings, tmp_path, "rocks-second").start()
+    try:
+        post_batch(ingress, key, [e for c in conversations for e in closing(c)])
+        contacts = values(loop_thread.run(read_topic(settings, settings.contacts_topic, len(conversations), timeout=60)))
+    finally:
+        second.stop()
+    assert sorted(c["conversation_id"] for c in contacts) == conversations
+    assert {c["started_at"] for c in contacts} == {"2024-05-06T09:00:01.000Z"}
