@@ -61,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
 def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for library in ("aiokafka", "faust", "mode"):
-        logging.getLogger(library).setLevel(settings.kafka_log_level.upper())
+    level = max(logging.getLevelName(settings.log_level.upper()),
+                logging.getLevelName(settings.library_log_level.upper()))
+    for library in ("aiokafka", "faust", "mode", "httpx", "httpcore"):
+        logging.getLogger(library).setLevel(level)
 
 
 async def _dispatch(args, settings: Settings) -> int:

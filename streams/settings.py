@@ -52,7 +52,7 @@ class Settings:
     group_wait_seconds: float = 30.0
     group_poll_seconds: float = 300.0
     log_level: str = "INFO"
-    kafka_log_level: str = "INFO"  # aiokafka/faust/mode: their DEBUG dumps every wire request, chat text included
+    library_log_level: str = "INFO"  # aiokafka/faust/mode/httpx: their DEBUG dumps every request, chat text included
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str = ""
     kafka_sasl_username: str = ""

@@ -124,7 +124,7 @@ def settings(broker, tmp_path) -> Settings:
     return test_settings(tmp_path, broker.port, raw_topic=f"raw-{suffix}", dlq_topic=f"dlq-{suffix}",
                          contacts_topic=f"contacts-{suffix}", groups_topic=f"groups-{suffix}",
                          integrations_topic=f"integrations-{suffix}", worker_app_id=f"worker-{suffix}",
-                         group_wait_seconds=3.0, log_level="DEBUG", kafka_log_level="DEBUG")
+                         group_wait_seconds=3.0, log_level="DEBUG", library_log_level="DEBUG")
 
 
 @pytest.fixture

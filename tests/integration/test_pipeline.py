@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import collections
+import subprocess
+import sys
 import time
 
 import orjson
 import pytest
 
-from connectors.simulate_command import post_scenario
 from connectors.simulation import GROUPS, build_scenario
 from connectors.integrations import load_cipher, new_ingress_key, new_integration
 from tests.kafka_records import SECRETS, put_integration, read_topic, wait_until
-from tests.processes import IngressProcess, WorkerProcess
+from tests.processes import IngressProcess, WorkerProcess, settings_env
 from tests.fake_freshchat import fake_freshchat  # noqa: F401  (fixture)
 from tests.schemas import assert_valid
 
@@ -26,7 +27,7 @@ def settings(settings):
 
     freshstream's own loggers stay at DEBUG, and the child logs are still scanned for secrets.
     """
-    return settings.replace(kafka_log_level="INFO")
+    return settings.replace(library_log_level="INFO")
 
 
 def comparable(contacts):
@@ -57,17 +58,37 @@ def ingress(acme_key, settings, tmp_path):
     process.stop()
 
 
-def test_simulated_traffic_gives_exactly_the_expected_contacts(loop_thread, settings, ingress, acme_key, worker):
-    key = acme_key
-    scenario = build_scenario("acme", CHATS, seed=7)
-    summary = loop_thread.run(post_scenario(ingress.url, "acme", key, scenario, concurrency=16), timeout=300)
-    assert summary["accepted"] == len(scenario.deliveries)
+def simulate(settings, ingress, key, seed, expect) -> subprocess.Popen:
+    """`freshstream simulate` in its own process, as a user runs it; its output goes to a file."""
+    with open(expect.with_suffix(".log"), "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "connectors.cli", "simulate", "--url", ingress.url, "--integration", "acme",
+             "--key", key, "--chats", str(CHATS), "--seed", str(seed), "--expect", str(expect),
+             "--concurrency", "64"], env=settings_env(settings), stdout=log, stderr=log)
 
-    records = loop_thread.run(read_topic(settings, settings.contacts_topic, len(scenario.expected), timeout=120))
-    extra = loop_thread.run(read_topic(settings, settings.contacts_topic, len(scenario.expected) + 1, timeout=2))
+
+def finished(process: subprocess.Popen, expect, timeout: float = 300) -> None:
+    process.wait(timeout)
+    output = expect.with_suffix(".log").read_text(errors="replace")
+    assert process.returncode == 0, output[-2000:]
+    assert not [s for s in SECRETS if s in output], "a secret reached simulate's output"
+
+
+def expected_contacts(path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_simulated_traffic_gives_exactly_the_expected_contacts(loop_thread, settings, ingress, acme_key, worker,
+                                                               tmp_path):
+    finished(simulate(settings, ingress, acme_key, 7, tmp_path / "expected.jsonl"), tmp_path / "expected.jsonl")
+    expected = expected_contacts(tmp_path / "expected.jsonl")
+    assert comparable(expected) == comparable(build_scenario("acme", CHATS, seed=7).expected)
+
+    records = loop_thread.run(read_topic(settings, settings.contacts_topic, len(expected), timeout=120))
+    extra = loop_thread.run(read_topic(settings, settings.contacts_topic, len(expected) + 1, timeout=2))
     contacts = [orjson.loads(r.value) for r in records]
-    assert len(extra) == len(scenario.expected), "more contacts than the oracle expects"
-    assert comparable(contacts) == comparable(scenario.expected)
+    assert len(extra) == len(expected), "more contacts than the oracle expects"
+    assert comparable(contacts) == comparable(expected)
     for contact in contacts:
         assert_valid("contact", contact)
     partitions_of_key = collections.defaultdict(set)
@@ -82,11 +103,9 @@ def test_simulated_traffic_gives_exactly_the_expected_contacts(loop_thread, sett
 
 def test_sigkill_mid_run_loses_nothing_and_repeats_only_emitted_ids(loop_thread, settings, ingress, acme_key,
                                                                      tmp_path):
-    key = acme_key
-    scenario = build_scenario("acme", CHATS, seed=11)
-    expected = {c["contact_id"]: c for c in comparable(scenario.expected)}
+    expected = {c["contact_id"]: c for c in comparable(build_scenario("acme", CHATS, seed=11).expected)}
     worker = WorkerProcess(settings, tmp_path, "before-kill").start()
-    posting = loop_thread.submit(post_scenario(ingress.url, "acme", key, scenario, concurrency=16))
+    posting = simulate(settings, ingress, acme_key, 11, tmp_path / "expected.jsonl")
     try:
         wait_until(lambda: len(loop_thread.run(read_topic(settings, settings.contacts_topic, len(expected) // 3,
                                                           timeout=1))) >= len(expected) // 3,
@@ -95,12 +114,14 @@ def test_sigkill_mid_run_loses_nothing_and_repeats_only_emitted_ids(loop_thread,
         killed_at = time.monotonic()
         worker = WorkerProcess(settings, tmp_path, "after-kill").start()
         print(f"worker back {time.monotonic() - killed_at:.1f} s after SIGKILL")
-        assert posting.result(300)["accepted"] == len(scenario.deliveries)
+        finished(posting, tmp_path / "expected.jsonl")
         wait_until(lambda: {orjson.loads(r.value)["contact_id"] for r in loop_thread.run(
             read_topic(settings, settings.contacts_topic, 10 * len(expected), timeout=1))} >= set(expected),
             timeout=180, interval=1, what="every expected contact")
     finally:
         worker.stop()
+        if posting.poll() is None:
+            posting.kill()
     contacts = [orjson.loads(r.value) for r in loop_thread.run(
         read_topic(settings, settings.contacts_topic, 10 * len(expected), timeout=3))]
     seen = collections.Counter(c["contact_id"] for c in contacts)
