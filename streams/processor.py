@@ -93,7 +93,8 @@ class ContactProcessor:
             self.names.request_refresh(integration)
             record = {"integration": integration, "conversation_id": conversation,
                       "closed": _closed_json(cycle), "deadline": self._now_ms() + self.group_wait_ms}
-            waiting[f"{integration}:{conversation}".encode() + _SEP + str(cycle.cycle).encode()] = orjson.dumps(record)
+            key = f"{integration}:{conversation}".encode() + _SEP + str(cycle.cycle).encode()
+            waiting[key] = bytes(memoryview(orjson.dumps(record)))  # kept: no 4 KiB orjson buffer
 
     def _contact(self, integration: str, conversation: str, cycle: Closed, queue: str) -> tuple[bytes, bytes]:
         contact = build_contact(integration, conversation, cycle, queue, self._now_ms())
