@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import httpx
 import orjson
 
@@ -58,17 +60,25 @@ async def run(args, settings: Settings, out) -> int:
 
 async def post_scenario(url: str, integration: str, key: str, scenario: Scenario, rate: float | None = None,
                         concurrency: int = 8, *, client: httpx.AsyncClient | None = None) -> dict:
-    """POST every delivery in order; one chat's deliveries strictly one after another. Returns the summary."""
+    """POST every delivery in order; one chat's deliveries strictly one after another. Returns the summary.
+
+    Posts with aiohttp's client: httpx's connection pool costs ~2 ms of CPU per request
+    at 64 connections (measured), which capped a 30,000-delivery run at ~330/s. An
+    injected httpx client (tests with MockTransport) is still honoured.
+    """
     endpoint = f"{url.rstrip('/')}/webhooks/freshchat/{integration}"
     started = time.monotonic()
-    own = client is None
-    http = client or httpx.AsyncClient(timeout=30.0, limits=httpx.Limits(max_connections=concurrency))
+    session = None
+    if client is None:
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
+                                        timeout=aiohttp.ClientTimeout(total=30.0))
     try:
-        poster = _Poster(http, endpoint, key, concurrency)
+        send = _aiohttp_sender(session, endpoint) if session else _httpx_sender(client, endpoint)
+        poster = _Poster(send, key, concurrency)
         await poster.post_all(scenario.deliveries, rate)
     finally:
-        if own:
-            await http.aclose()
+        if session is not None:
+            await session.close()
     elapsed = time.monotonic() - started
     count = len(scenario.deliveries)
     return {"url": endpoint, "deliveries": count, "accepted": poster.accepted, "retries": poster.retries,
@@ -78,18 +88,20 @@ async def post_scenario(url: str, integration: str, key: str, scenario: Scenario
 class _Poster:
     """Sends deliveries with bounded concurrency, keeping each chat's deliveries in order."""
 
-    def __init__(self, client: httpx.AsyncClient, endpoint: str, key: str, concurrency: int) -> None:
-        self.client, self.endpoint = client, endpoint
+    def __init__(self, send, key: str, concurrency: int) -> None:
+        self.send, self.endpoint = send, send.endpoint
         self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-        self.slots = asyncio.Semaphore(concurrency)
+        self.slots = asyncio.Semaphore(concurrency)  # requests in flight
+        self.queued = asyncio.Semaphore(concurrency * 64)  # deliveries dispatched, bounds memory
         self.accepted = self.retries = 0
         self.failure: BaseException | None = None
 
     async def post_all(self, deliveries: list[Delivery], rate: float | None) -> None:
-        """Dispatch in order; a delivery waits for its chat's previous one, holding its slot meanwhile.
+        """Dispatch in order; a delivery waits for its chat's previous one, then for a request slot.
 
-        A waiting task holds a slot, but the one it waits for already holds an earlier
-        slot and needs nothing more, so this cannot deadlock.
+        Waiting for the chat's previous delivery holds no request slot, so the slots stay
+        busy with other chats; the `queued` bound cannot deadlock, since the delivery
+        waited on was dispatched earlier and already holds its own place.
         """
         loop = asyncio.get_running_loop()
         begin, last = loop.time(), {}
@@ -97,9 +109,9 @@ class _Poster:
             for index, delivery in enumerate(deliveries):
                 if rate:
                     await asyncio.sleep(max(0.0, begin + index / rate - loop.time()))
-                await self.slots.acquire()
+                await self.queued.acquire()
                 if self.failure is not None:
-                    self.slots.release()
+                    self.queued.release()
                     break
                 last[delivery.chat] = asyncio.create_task(self._send(index, delivery, last.get(delivery.chat)))
             await asyncio.gather(*last.values())
@@ -114,11 +126,12 @@ class _Poster:
             if previous is not None:
                 await previous
             if self.failure is None:
-                await self._post(index, delivery)
+                async with self.slots:
+                    await self._post(index, delivery)
         except Exception as exc:  # kept, so the dispatcher stops and raises the first failure
             self.failure = self.failure or exc
         finally:
-            self.slots.release()
+            self.queued.release()
 
     async def _post(self, index: int, delivery: Delivery) -> None:
         headers = {**self.headers, **delivery.headers}
@@ -128,8 +141,8 @@ class _Poster:
                 self.retries += 1
                 headers["X-Retry-Count"] = str(base + attempt)  # what Freshchat sends on a retry
             try:
-                response = await self.client.post(self.endpoint, content=delivery.body, headers=headers)
-            except httpx.TransportError as exc:
+                response = await self.send(delivery.body, headers)
+            except (httpx.TransportError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 reason, pause = f"cannot reach {self.endpoint} ({type(exc).__name__})", 0.25 * 2 ** attempt
             else:
                 if response.status_code == 202:
@@ -143,20 +156,57 @@ class _Poster:
         raise SimulationError(f"delivery {index} (chat {delivery.chat}) failed {MAX_ATTEMPTS} times: {reason}")
 
 
-def _retry_after(response: httpx.Response, attempt: int) -> float:
+@dataclass(frozen=True)
+class _Answer:
+    """The parts of an HTTP answer the poster reads, whichever client fetched it."""
+
+    status_code: int
+    headers: dict
+    content: bytes
+    reason_phrase: str = ""
+
+    def json(self):
+        return orjson.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+
+def _aiohttp_sender(session: aiohttp.ClientSession, endpoint: str):
+    async def send(body: bytes, headers: dict) -> _Answer:
+        async with session.post(endpoint, data=body, headers=headers) as response:
+            return _Answer(response.status, _lower(response.headers), await response.read(), response.reason or "")
+    send.endpoint = endpoint
+    return send
+
+
+def _httpx_sender(client: httpx.AsyncClient, endpoint: str):
+    async def send(body: bytes, headers: dict) -> _Answer:
+        response = await client.post(endpoint, content=body, headers=headers)
+        return _Answer(response.status_code, _lower(response.headers), response.content, response.reason_phrase)
+    send.endpoint = endpoint
+    return send
+
+
+def _lower(headers) -> dict:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def _retry_after(response: _Answer, attempt: int) -> float:
     """Honour Retry-After (seconds) when present, else back off exponentially."""
     try:
-        return min(MAX_RETRY_AFTER, max(0.0, float(response.headers["Retry-After"])))
+        return min(MAX_RETRY_AFTER, max(0.0, float(response.headers["retry-after"])))
     except (KeyError, ValueError):
         return min(MAX_RETRY_AFTER, 0.25 * 2 ** attempt)
 
 
-def _refusal(index: int, delivery: Delivery, response: httpx.Response) -> str:
+def _refusal(index: int, delivery: Delivery, response: _Answer) -> str:
     """One line naming the delivery and quoting the ingress's own error message."""
     try:
         error = response.json()
         detail = f"{error.get('error', '?')}: {error.get('message', '')}"
-    except ValueError:
+    except (ValueError, AttributeError):
         detail = response.text[:200] or response.reason_phrase
     return (f"the ingress refused delivery {index} (chat {delivery.chat}) with HTTP "
             f"{response.status_code} {detail}")
