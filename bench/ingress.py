@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import ctypes
 import os
 import re
 import shutil
@@ -51,6 +50,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from bench/: import the work tr
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
 
+from children import Children, child_setup  # noqa: E402  (bench/children.py, beside this script)
 from streams.settings import ENV_PREFIX, Settings  # noqa: E402
 
 INTEGRATION = "bench"
@@ -77,49 +77,6 @@ class WrkResult:
 
 
 # --- child processes -------------------------------------------------------------------
-
-
-def _child_setup(cpus: set[int] | None):
-    """Run in the child before exec: pin it, and have Linux kill it if this script dies."""
-
-    def setup() -> None:
-        if cpus is not None:
-            os.sched_setaffinity(0, cpus)
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-
-    return setup
-
-
-class Children:
-    """Every process this script started, stopped in reverse order on any exit."""
-
-    def __init__(self) -> None:
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-
-    def start(self, name: str, cmd: list[str], *, cpus: set[int] | None, env: dict,
-              log: Path) -> subprocess.Popen:
-        """Start a long-running child in its own session, so Ctrl-C reaches only this script."""
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=out, preexec_fn=_child_setup(cpus), start_new_session=True)
-        self.procs.append((name, proc))
-        return proc
-
-    def stop_all(self) -> None:
-        """SIGTERM each child (the CLI then stops its own broker), SIGKILL after 10 s."""
-        for name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    print(f"bench: {name} (pid {proc.pid}) ignored SIGTERM; killing it", file=sys.stderr)
-                    proc.kill()
-                    proc.wait()
-        self.procs.clear()
 
 
 def child_env(data_dir: Path, **settings: str) -> dict:
@@ -338,7 +295,7 @@ def run_wrk(url: str, script: Path, args, cpu: int, duration: int, cpus: list[in
     cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{duration}s", "--latency",
            "--timeout", WRK_TIMEOUT, "-s", str(script), url]
     before = _cpu_times()
-    done = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_child_setup({cpu}),
+    done = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=child_setup({cpu}),
                           timeout=duration + 60)
     busy = _busy(before, _cpu_times(), cpus)
     if done.returncode != 0:

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import json
 import os
 import signal
@@ -75,7 +74,8 @@ from streams.chat import ChatState, apply  # noqa: E402
 from streams.contact import ms_to_time  # noqa: E402
 from streams.envelope import conversation_id_of, encode_envelope, event_id, format_time  # noqa: E402
 from streams.events import normalise, parse_time  # noqa: E402
-from streams.settings import ENV_PREFIX, Settings  # noqa: E402
+from children import Children  # noqa: E402  (bench/children.py, beside this script)
+from streams.settings import Settings  # noqa: E402
 
 INTEGRATION = "bench"
 GROUPS = {f"g-{n:02d}": f"Queue {n:02d}" for n in range(1, 9)}
@@ -97,61 +97,6 @@ class BenchError(RuntimeError):
 
 
 # --- child processes -------------------------------------------------------------------
-
-
-def _child_setup(cpus: set[int] | None):
-    """Run in the child before exec: pin it, and have Linux kill it if this script dies."""
-
-    def setup() -> None:
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-
-    return setup
-
-
-class Children:
-    """Every process this script started, stopped in reverse order on any exit."""
-
-    def __init__(self) -> None:
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-
-    def start(self, name: str, cmd: list[str], *, env: dict, log: Path, cwd: Path = ROOT,
-              cpus: set[int] | None = None) -> subprocess.Popen:
-        """A child in its own session (Ctrl-C reaches only this script, which stops it in order)."""
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    preexec_fn=_child_setup(cpus), start_new_session=True)
-        self.procs.append((name, proc))
-        return proc
-
-    async def stop(self, proc: subprocess.Popen, timeout: float = 60.0) -> int:
-        """SIGTERM one child and wait for it (SIGKILL after `timeout`); returns its exit code."""
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                await asyncio.to_thread(proc.wait, timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                await asyncio.to_thread(proc.wait)
-        self.procs = [(n, p) for n, p in self.procs if p is not proc]
-        return proc.returncode
-
-    def stop_all(self) -> None:
-        """SIGTERM each child still running, SIGKILL after 30 s."""
-        for name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    print(f"bench: {name} (pid {proc.pid}) ignored SIGTERM; killing it", file=sys.stderr)
-                    proc.kill()
-                    proc.wait()
-        self.procs.clear()
 
 
 @dataclass

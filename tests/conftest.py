@@ -18,6 +18,7 @@ from connectors.ingress_service import IngressService
 from connectors.integrations import new_ingress_key, new_integration
 from streams.settings import ENV_PREFIX, Settings
 from tests.kafka_records import SECRETS, put_integration, public_pem, wait_until
+from tests.fake_freshchat import fake_freshchat  # noqa: F401  (a fixture for every test module)
 from tests.processes import WorkerProcess
 
 

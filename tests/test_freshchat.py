@@ -9,7 +9,7 @@ from connectors.broker import free_port
 from connectors.freshchat import (BACKOFF_BASE, BACKOFF_CAP, FreshchatAuthError, FreshchatClient,
                                   FreshchatError, FreshchatNotFound, FreshchatRateLimited,
                                   FreshchatUnavailable, backoff_delay)
-from tests.fake_freshchat import FakeFreshchat, fake_freshchat  # noqa: F401 (fixture)
+from tests.fake_freshchat import FakeFreshchat
 from tests.kafka_records import SECRETS
 
 pytestmark = pytest.mark.integration

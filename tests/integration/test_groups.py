@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from connectors.groups import GroupPoller, RefreshSchedule, group_record
 from connectors.integrations import load_cipher, new_ingress_key, new_integration
 from connectors.kafka import ensure_topics, make_producer
-from tests.fake_freshchat import FakeFreshchat, fake_freshchat  # noqa: F401 (fixture)
+from tests.fake_freshchat import FakeFreshchat
 from tests.kafka_records import SECRETS, read_topic, values, wait_until
 
 pytestmark = pytest.mark.integration

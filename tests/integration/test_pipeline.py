@@ -14,7 +14,6 @@ from connectors.simulation import GROUPS, build_scenario
 from connectors.integrations import load_cipher, new_ingress_key, new_integration
 from tests.kafka_records import SECRETS, put_integration, read_topic, wait_until
 from tests.processes import IngressProcess, WorkerProcess, settings_env
-from tests.fake_freshchat import fake_freshchat  # noqa: F401  (fixture)
 from tests.schemas import assert_valid
 
 pytestmark = pytest.mark.integration
