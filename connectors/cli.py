@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 
-from connectors import integration_commands, simulate_command, tail_command, worker_command
+from connectors import integration_commands, lag_command, simulate_command, tail_command, worker_command
 from connectors.broker import BrokerError, EmbeddedBroker
 from connectors.integrations import IntegrationError
 from connectors.simulate_command import SimulationError
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker_command.add_parser(sub)
     tail_command.add_parser(sub)
     simulate_command.add_parser(sub)
+    lag_command.add_parser(sub)
     integration_commands.add_parser(sub)
     return parser
 
@@ -70,6 +71,8 @@ def _configure_logging(settings: Settings) -> None:
 async def _dispatch(args, settings: Settings) -> int:
     if args.command == "simulate":
         return await simulate_command.run(args, settings, print)
+    if args.command == "lag":
+        return await _until_signal_or(lag_command.run(args, settings, print))
     if args.command == "tail":
         return await _until_signal_or(tail_command.run(args, settings))
     if args.command == "integrations":
