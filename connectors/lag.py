@@ -35,22 +35,33 @@ class PartitionLag:
         return asdict(self)
 
 
-async def measure_lag(settings: Settings, groups: list[str] | None = None, now=time.time) -> list[PartitionLag]:
-    """Lag of every partition each consumer group has committed on (all groups by default)."""
+async def measure_lag(settings: Settings, groups: list[str] | None = None, now=time.time,
+                      topics: list[str] | None = None) -> list[PartitionLag]:
+    """Lag of every partition each consumer group has committed on (all groups by default).
+
+    With `topics`, every partition of those topics is included even before the group's
+    first commit (committed None, lag counted from the start of the log).
+    """
     consumer = make_consumer(settings, fetch_max_wait_ms=100)
     await consumer.start()
     try:
-        committed = await _committed(settings, groups, await _all_partitions(consumer))
+        every = await _all_partitions(consumer)
+        committed = await _committed(settings, groups, every)
+        for offsets in committed.values():
+            for tp in every:
+                if topics and tp.topic in topics:
+                    offsets.setdefault(tp, -1)
         names = sorted(committed)
         partitions = sorted({tp for offsets in committed.values() for tp in offsets})
         if not partitions:
             return []
         consumer.assign(partitions)
+        starts = await consumer.beginning_offsets(partitions)
         ends = await true_ends(consumer, partitions)
         rows = []
         for group in names:
             for tp, offset in sorted(committed[group].items()):
-                rows.append(await _row(consumer, group, tp, offset, ends[tp], now))
+                rows.append(await _row(consumer, group, tp, offset, starts[tp], ends[tp], now))
         return rows
     finally:
         await consumer.stop()
@@ -79,8 +90,9 @@ async def _committed(settings: Settings, groups: list[str] | None, partitions) -
             for group, found in offsets.items()}
 
 
-async def _row(consumer, group: str, tp: TopicPartition, offset: int, end: int, now) -> PartitionLag:
-    position = max(offset, 0)
+async def _row(consumer, group: str, tp: TopicPartition, offset: int, start: int, end: int,
+               now) -> PartitionLag:
+    position = offset if offset >= 0 else start
     lag = max(end - position, 0)
     seconds = 0.0
     if lag:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 import faust
 
 from connectors.group_feed import GroupFeed
+from connectors.lag_monitor import LagMonitor
+from connectors.metrics import Gauge
 from streams.group_names import GroupNames
 from streams.processor import ContactProcessor
 from streams.settings import Settings
@@ -71,9 +74,17 @@ def build_app(settings: Settings, partitions: int, web_port: int | None = None) 
         expiry_ms=settings.chat_expiry_seconds * 1000, group_wait_ms=int(settings.group_wait_seconds * 1000),
         partition_of=lambda key: partition_of(key, partitions))
 
+    lag = LagMonitor(settings, settings.worker_app_id, settings.raw_topic)
+    metrics.add(Gauge("freshstream_worker_lag_records", "Unprocessed raw records per partition.",
+                      lag.gauge("lag")))
+    metrics.add(Gauge("freshstream_worker_lag_seconds",
+                      "Now minus the time of the oldest unprocessed raw record, per partition.",
+                      lag.gauge("lag_seconds")))
+
     @app.agent(raw)
     async def contacts(stream):
         async for events in stream.take_events(settings.worker_batch_size, within=0.05):
+            await _pause_while(settings.debug_pause_file)
             await processor.process([(e.key, e.value, e.message.partition) for e in events])
             await _publish_names(app, settings, names)
 
@@ -86,12 +97,20 @@ def build_app(settings: Settings, partitions: int, web_port: int | None = None) 
         await processor.expire_idle()
 
     @app.task
-    async def follow_groups():
+    async def background():
         await feed.start()
+        await lag.start()
 
     @app.on_before_shutdown.connect
-    async def stop_groups(sender, **kwargs):
+    async def stop_background(sender, **kwargs):
+        await lag.stop()
         await feed.stop()
+
+    @app.page("/healthz")
+    async def healthz(web_view, request):
+        stalled = lag.stalled()
+        body = {"healthy": not stalled, "stalled_partitions": stalled}
+        return web_view.json(body, status=503 if stalled else 200)
 
     @app.page("/metrics")
     async def metrics_page(web_view, request):
@@ -103,6 +122,12 @@ def build_app(settings: Settings, partitions: int, web_port: int | None = None) 
         return web_view.json({"ready": ready}, status=200 if ready else 503)
 
     return WorkerParts(app, processor, names, feed, metrics)
+
+
+async def _pause_while(path: str) -> None:
+    """Testing aid (FRESHSTREAM_DEBUG_PAUSE_FILE): hold the agent, as a stuck consumer would."""
+    while path and os.path.exists(path):
+        await asyncio.sleep(0.2)
 
 
 async def _publish_names(app: faust.App, settings: Settings, names: GroupNames) -> None:
