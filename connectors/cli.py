@@ -8,7 +8,8 @@ import logging
 import signal
 import sys
 
-from connectors import integration_commands, lag_command, simulate_command, tail_command, worker_command
+from connectors import (integration_commands, lag_command, replay_command, simulate_command, tail_command,
+                        worker_command)
 from connectors.broker import BrokerError, EmbeddedBroker
 from connectors.integrations import IntegrationError
 from connectors.simulate_command import SimulationError
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail_command.add_parser(sub)
     simulate_command.add_parser(sub)
     lag_command.add_parser(sub)
+    replay_command.add_parser(sub)
     integration_commands.add_parser(sub)
     return parser
 
@@ -71,6 +73,8 @@ def _configure_logging(settings: Settings) -> None:
 async def _dispatch(args, settings: Settings) -> int:
     if args.command == "simulate":
         return await simulate_command.run(args, settings, print)
+    if args.command == "replay":
+        return await replay_command.run(args, settings, print)
     if args.command == "lag":
         return await _until_signal_or(lag_command.run(args, settings, print))
     if args.command == "tail":

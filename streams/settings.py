@@ -51,6 +51,7 @@ class Settings:
     expiry_check_seconds: float = 60.0
     group_wait_seconds: float = 30.0
     group_poll_seconds: float = 300.0
+    replay_lookback_seconds: float = 7 * 24 * 3600  # replay reads from --since minus this
     lag_check_seconds: float = 5.0
     stall_seconds: float = 60.0  # lag without progress this long: the worker's /healthz fails
     debug_pause_file: str = ""  # testing aid: while this file exists the worker's agent waits
