@@ -136,11 +136,14 @@ class ContactProcessor:
 
     async def _expire_idle(self) -> None:
         ready, waiting, changed, forgotten = [], {}, {}, []
+        census = _OpenChats()
         for chat, raw in list(self.chats.items()):
+            decoded = ChatState.loads(raw)
+            census.count(chat, decoded, self.names)
             watermark = self.watermarks.get(self.partition_of(chat))
             if watermark is None:
                 continue
-            state, closed = expire(ChatState.loads(raw), watermark, self.expiry_ms)
+            state, closed = expire(decoded, watermark, self.expiry_ms)
             if state is None:
                 forgotten.append(chat)
             elif closed:
@@ -152,9 +155,33 @@ class ContactProcessor:
         self.pending.update(waiting)
         for chat in forgotten:
             del self.chats[chat]
+        census.publish(self.metrics, self._now_ms())
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+
+class _OpenChats:
+    """Open chats per queue and the oldest one's start, counted during the expiry scan."""
+
+    def __init__(self) -> None:
+        self.by_queue: dict[str, int] = {}
+        self.oldest: int | None = None
+
+    def count(self, chat: bytes, state: ChatState, names) -> None:
+        if not state.open:
+            return
+        integration = chat.decode(errors="replace").partition(":")[0]
+        queue = names.for_integration(integration).get(state.group_id) or state.group_name or UNDEFINED_QUEUE
+        self.by_queue[queue] = self.by_queue.get(queue, 0) + 1
+        if state.started_at is not None and (self.oldest is None or state.started_at < self.oldest):
+            self.oldest = state.started_at
+
+    def publish(self, metrics: WorkerMetrics, now_ms: int) -> None:
+        metrics.open_chats.values.clear()
+        for queue, n in self.by_queue.items():
+            metrics.open_chats.set(n, queue=queue)
+        metrics.oldest_open_chat.set(0 if self.oldest is None else max(0, now_ms - self.oldest) / 1000)
 
 
 def _closed_json(cycle: Closed) -> dict:

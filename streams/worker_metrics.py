@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connectors.metrics import Counter, Histogram, Registry
+from connectors.metrics import Counter, Gauge, Histogram, Registry
 
 __all__ = ["WorkerMetrics"]
 
@@ -27,3 +27,7 @@ class WorkerMetrics(Registry):
         self.emission_delay = self.add(Histogram(
             "freshstream_worker_emission_delay_seconds",
             "Contact emitted_at minus resolved_at, by queue.", buckets=_DELAY_BUCKETS))
+        self.open_chats = self.add(Gauge(
+            "freshstream_worker_open_chats", "Chats with an open cycle, by queue (counted at each expiry scan)."))
+        self.oldest_open_chat = self.add(Gauge(
+            "freshstream_worker_oldest_open_chat_seconds", "Now minus the start of the oldest open cycle."))
