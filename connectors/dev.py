@@ -15,11 +15,10 @@ from connectors.broker import EmbeddedBroker
 from connectors.child import ChildProcess
 from connectors.ingress_service import IngressService
 from connectors.integrations import new_ingress_key, new_integration
-from connectors.kafka import make_producer
+from connectors.group_feed import publish_group_names
 from connectors.registry import IntegrationStore, load_integrations
-from connectors.simulate_command import post_scenario
+from connectors.simulate_command import SimulationError, post_scenario
 from connectors.simulation import GROUPS, build_scenario
-from streams.group_names import GroupNames
 from streams.settings import Settings
 
 __all__ = ["run_dev", "DEMO", "demo_curl"]
@@ -51,6 +50,7 @@ async def run_dev(args, settings: Settings, until_signal) -> int:
         await ingress.start()
         started.append(ingress)
         key = await _demo_key(settings)
+        await _until_known(ingress, key)
         print(_banner(settings, ingress.url, key), file=sys.stderr, flush=True)
         if args.simulate:
             started.append(await _start_simulation(settings, ingress.url, key, args.simulate))
@@ -71,14 +71,18 @@ class _Simulation:
         self.tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
-        await _publish_demo_groups(self.settings)
+        await publish_group_names(self.settings, DEMO, GROUPS)  # as the REST API would list them
         tail_args = argparse.Namespace(integration=DEMO, queue=None, from_beginning=True, max=None)
         self.tasks = [asyncio.create_task(tail_command.run(tail_args, self.settings, _print_contact, self.stop_tail)),
                       asyncio.create_task(self._post())]
 
     async def _post(self) -> None:
         scenario = build_scenario(DEMO, self.chats, seed=1)
-        summary = await post_scenario(self.url, DEMO, self.key, scenario, rate=200)
+        try:
+            summary = await post_scenario(self.url, DEMO, self.key, scenario, rate=200)
+        except SimulationError as exc:
+            print(f"simulation stopped: {exc}", file=sys.stderr, flush=True)
+            return
         print(f"simulation posted {summary['deliveries']} deliveries; "
               f"{len(scenario.expected)} contacts expected", file=sys.stderr, flush=True)
 
@@ -95,26 +99,21 @@ async def _start_simulation(settings: Settings, url: str, key: str, chats: int) 
     return simulation
 
 
-async def _publish_demo_groups(settings: Settings) -> None:
-    """The demo account's group names, as Freshchat's REST API would list them."""
-    names = GroupNames()
-    for group in GROUPS:
-        names.learn(DEMO, group["id"], group["name"])
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        for key, value in names.take_outbox():
-            await producer.send(settings.groups_topic, value, key=key)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 def _print_contact(line: str) -> None:
     contact = orjson.loads(line)
     wait = "-" if contact["wait_seconds"] is None else f"{contact['wait_seconds']:.0f}s"
     print(f"contact {contact['contact_id']}  queue={contact['queue']}  outcome={contact['outcome']}  "
           f"wait={wait}  duration={contact['duration_seconds']:.0f}s", flush=True)
+
+
+async def _until_known(ingress: IngressService, key: str, timeout: float = 10.0) -> None:
+    """Wait until the ingress has followed the demo's new key, so the banner's curl works at once."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        demo = ingress.registry.get(DEMO)
+        if demo is not None and demo.key_matches(key):
+            return
+        await asyncio.sleep(0.05)
 
 
 async def _demo_key(settings: Settings) -> str:

@@ -7,6 +7,7 @@ Freshchat REST poller that lists each integration's groups into the groups topic
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import httpx
@@ -19,7 +20,7 @@ from connectors.registry import IntegrationRegistry
 from streams.group_names import GroupNames
 from streams.settings import Settings
 
-__all__ = ["GroupFeed"]
+__all__ = ["GroupFeed", "publish_group_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,3 +65,17 @@ class GroupFeed:
 
     async def _send(self, key: bytes, value: bytes) -> None:
         await self._producer.send_and_wait(self.settings.groups_topic, value, key=key)
+
+
+async def publish_group_names(settings: Settings, integration: str, groups: list[dict]) -> None:
+    """Write known group names to the groups topic, as the poller would after listing /v2/groups."""
+    names = GroupNames()
+    for group in groups:
+        names.learn(integration, group["id"], group["name"])
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        futures = [await producer.send(settings.groups_topic, value, key=key) for key, value in names.take_outbox()]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()

@@ -8,29 +8,15 @@ import sys
 import orjson
 import pytest
 
+from connectors.group_feed import publish_group_names
 from connectors.replay import ReplayWindow, replay
 from connectors.simulate_command import post_scenario
 from connectors.simulation import GROUPS, build_scenario
 from streams.events import parse_time
-from streams.group_names import GroupNames
 from tests.kafka_records import read_topic, values
 from tests.processes import settings_env
 
 pytestmark = pytest.mark.integration
-
-
-async def publish_names(settings, integration):
-    from connectors.kafka import make_producer
-    names = GroupNames()
-    for group in GROUPS:
-        names.learn(integration, group["id"], group["name"])
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        for key, value in names.take_outbox():
-            await producer.send_and_wait(settings.groups_topic, value, key=key)
-    finally:
-        await producer.stop()
 
 
 def without_emitted(contacts):
@@ -40,7 +26,7 @@ def without_emitted(contacts):
 def test_replay_into_an_empty_topic_gives_the_window_and_is_idempotent(loop_thread, settings, ingress,
                                                                         add_integration, worker):
     key = add_integration("acme")
-    loop_thread.run(publish_names(settings, "acme"))
+    loop_thread.run(publish_group_names(settings, "acme", GROUPS))
     scenario = build_scenario("acme", 300, seed=3)
     loop_thread.run(post_scenario(ingress.url, "acme", key, scenario, concurrency=32), timeout=120)
     live = values(loop_thread.run(read_topic(settings, settings.contacts_topic, len(scenario.expected), timeout=60)))
