@@ -53,3 +53,23 @@ def test_worker_runs_exactly_once_on_real_kafka():
     assert worker["environment"]["FRESHSTREAM_KAFKA_BOOTSTRAP"] == compose()["services"]["ingress"]["environment"][
         "FRESHSTREAM_KAFKA_BOOTSTRAP"]
     assert worker["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_prometheus_scrapes_both_services_and_grafana_is_provisioned():
+    import json
+    services = compose()["services"]
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in services["prometheus"]["volumes"]
+    config = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())
+    targets = {t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+    ingress_port = services["ingress"]["ports"][0].split(":")[1]
+    worker_port = services["worker"]["command"][services["worker"]["command"].index("--web-port") + 1]
+    assert targets == {f"ingress:{ingress_port}", f"worker:{worker_port}"}
+    datasource = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/freshstream.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for series in ("freshstream_ingress_requests_total", "freshstream_ingress_auth_failures_total",
+                   "freshstream_worker_events_total", "freshstream_worker_lag_records",
+                   "freshstream_worker_lag_seconds", "freshstream_worker_emission_delay_seconds_bucket",
+                   "freshstream_worker_open_chats"):
+        assert series in exprs, f"the dashboard has no panel for {series}"
