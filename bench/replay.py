@@ -1,0 +1,391 @@
+"""Benchmark: `freshstream replay` next to a plain aiokafka read of the same raw range.
+
+Why (issue "replay throughput"): replay rebuilds a window's contacts by re-reading the raw
+topic with fresh state, so after an outage it has days of raw events to get through, and
+its speed decides how long contacts stay missing. DESIGN §2 says per-event overhead, not
+Kafka, bounds a Python consumer; this script shows how close replay comes to the cost of
+merely reading and decoding the same records, both measured in the same run on the same
+machine, so the ratio means something on a shared, noisy box:
+
+- Load: chats × events-per-chat raw envelopes (native Freshchat webhooks in the shapes
+  streams/events.py normalises: a user message, an assignment to a group, bot/agent/user
+  messages, a private note, and a resolution to end each chat; interleaved in event-time
+  order, keyed and enveloped exactly as the ingress does) pre-loaded into a fresh raw
+  topic, the group names put on a fresh groups topic first (built with bench/stream.py's
+  generators).
+- Ceiling: a plain aiokafka read of that raw range (the consumer options replay uses;
+  from the beginning to each partition's fetch high watermark, orjson-decoding every
+  value, nothing else). Timed from before the consumer is created to after it stopped,
+  the same scope as the replay; it runs once before and once after the replays and the
+  faster run is the ceiling (the conservative choice).
+- Replay: `connectors.replay.replay(settings, ReplayWindow(since=<earliest event time>,
+  until=<last event time + 1 ms>), target)` into an empty target topic, timed around the
+  whole call (group names, rebuild, read of the target, writes until the last contact is
+  acknowledged). Its phases are timed by wrapping the module's private coroutines in the
+  child (connectors/replay.py itself is untouched). Goal: replay >= 50% of the ceiling's
+  events/s.
+- Correctness: the first replay reports rebuilt = missing = chats; a second replay of the
+  same window reports missing 0 and differing 0 (its time is printed too); the target
+  then holds exactly `chats` contacts, distinct ids, none in Undefined_Queue.
+
+Each measured run is a child process (`python bench/replay.py --child JSON`) on the same
+footing: with 2+ CPUs it is pinned to one CPU and the embedded broker and this script to
+the others, it times itself after its imports, and it writes its figures to a file. It
+starts everything itself: an embedded broker (`python -m connectors.cli broker`) on a
+free port with a temporary data dir, and unique topic names per run. Every child is
+stopped on exit, error, Ctrl-C or SIGTERM (and Linux kills them if this script is killed
+outright).
+
+Run it from the repository root (about half a minute with the defaults):
+
+    .venv/bin/python bench/replay.py [--chats 20000] [--events-per-chat 10] [--partitions 6]
+        [--profile FILE [--py-spy PATH]]
+
+--profile adds a third replay, into another empty topic, under `py-spy record` (raw
+collapsed stacks written to FILE; `--py-spy` names the binary, default `py-spy` on PATH)
+and prints its top hotspots; its time is not a measurement. Exit status: 0 when every
+correctness check passed (a missed goal is reported, not a failure), 1 when one failed or
+a step timed out, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from stream import (  # noqa: E402  (bench/stream.py, beside this script; it puts the work tree on sys.path)
+    THROUGHPUT_GOAL, BenchError, Machine, TopicWatch, bench_env, build_load, chat_payloads, cpu_split,
+    create_topic, preload, put_group_names, start_broker, tail)
+from children import Children, child_setup  # noqa: E402  (bench/children.py)
+
+import orjson  # noqa: E402
+from aiokafka import TopicPartition  # noqa: E402
+
+import connectors.replay as replay_module  # noqa: E402
+from connectors.broker import free_port  # noqa: E402
+from connectors.kafka import ensure_topics, make_consumer  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+
+SCRIPT = Path(__file__).resolve()
+PHASES = ("_group_names", "_rebuild", "_existing", "_write")  # connectors/replay.py's steps, timed in the child
+FETCH = {"fetch_max_wait_ms": 100, "max_partition_fetch_bytes": 4 * 1024 * 1024}  # as replay's raw consumer
+MAX_RECORDS = 5000  # as replay's getmany
+
+
+# --- the children: what is measured ----------------------------------------------------
+
+
+def child_main(spec: dict) -> int:
+    """Entry point of `bench/replay.py --child JSON`: run one measurement, write its figures."""
+    child_setup(set(spec["cpus"]) if spec["cpus"] else None)()  # pinned and tied to the parent, even under py-spy
+    settings = Settings.from_env()
+    run = {"ceiling": _ceiling, "replay": _replay}[spec["mode"]]
+    result = asyncio.run(run(settings, spec))
+    Path(spec["result"]).write_text(json.dumps(result))
+    return 0
+
+
+async def _ceiling(settings: Settings, spec: dict) -> dict:
+    """Read the raw topic from the beginning to the fetch high watermarks, orjson-decoding each value."""
+    started = time.perf_counter()
+    consumer = make_consumer(settings, **FETCH)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(settings.raw_topic, p)
+               for p in sorted(consumer.partitions_for_topic(settings.raw_topic) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends: dict[TopicPartition, int] = {}  # the first high watermark seen: the range is fixed at the start
+        pending, events, first = set(tps), 0, None
+        while pending:
+            batches = await consumer.getmany(*pending, timeout_ms=500, max_records=MAX_RECORDS)
+            if first is None and batches:
+                first = time.perf_counter()
+            for tp, records in batches.items():
+                end = ends.setdefault(tp, consumer.highwater(tp))
+                for record in records:
+                    if record.offset >= end:
+                        break
+                    orjson.loads(record.value)
+                    events += 1
+            for tp in list(pending):
+                if tp not in ends and consumer.highwater(tp) is not None:
+                    ends[tp] = consumer.highwater(tp)
+                if tp in ends and await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+        read = time.perf_counter()
+    finally:
+        await consumer.stop()
+    return {"events": events, "seconds": time.perf_counter() - started, "read_seconds": read - (first or read)}
+
+
+async def _replay(settings: Settings, spec: dict) -> dict:
+    """The whole replay() call, with its phases timed by wrapping the module's coroutines."""
+    module = replay_module
+    phases: dict[str, float] = {}
+
+    def timed(name, step):
+        async def wrapper(*args, **kwargs):
+            began = time.perf_counter()
+            try:
+                return await step(*args, **kwargs)
+            finally:
+                phases[name] = phases.get(name, 0.0) + time.perf_counter() - began
+        return wrapper
+
+    for name in PHASES:
+        setattr(module, name, timed(name, getattr(module, name)))
+    since, until = spec["window"]
+    window = module.ReplayWindow(since=since, until=until, lookback_ms=int(settings.replay_lookback_seconds * 1000))
+    started = time.perf_counter()
+    report = await module.replay(settings, window, spec["target"])
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "report": report.counts(), "phases": phases}
+
+
+# --- the parent: load, run the children, check, report ---------------------------------
+
+
+def window_of(chats: int, per_chat: int) -> tuple[int, int]:
+    """[earliest event time, last event time + 1 ms) of the load (chat i starts i seconds after chat 0)."""
+    times = [at for index in {0, chats - 1} for at, _ in chat_payloads(index, per_chat, resolve=True)]
+    return min(times), max(times) + 1
+
+
+async def run_child(machine: Machine, settings: Settings, name: str, spec: dict, timeout: float,
+                    profile: tuple[str, Path] | None = None) -> dict:
+    """One measurement in a child pinned to the subject CPU; polls (never a blocked thread) so Ctrl-C is prompt."""
+    stem = name.split()[0]  # "replay-2 (same window again)" → replay-2.json, replay-2.log
+    result, log = machine.workdir / f"{stem}.json", machine.workdir / f"{stem}.log"
+    spec = dict(spec, result=str(result), cpus=sorted(machine.subject_cpus or ()))
+    cmd = [sys.executable, str(SCRIPT), "--child", json.dumps(spec)]
+    cpus = machine.subject_cpus
+    if profile:  # py-spy beside the broker; the child pins itself to the subject CPU
+        py_spy, out = profile
+        cmd = [py_spy, "record", "--output", str(out), "--format", "raw", "--rate", "200", "--", *cmd]
+        cpus = machine.other_cpus
+    proc = machine.children.start(name, cmd, env=bench_env(settings), log=log, cpus=cpus)
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise BenchError(f"{name} did not finish within {timeout:.0f} s (log {log})")
+            await asyncio.sleep(0.05)
+    finally:
+        await machine.children.stop(proc)
+    if proc.returncode != 0 or not result.exists():
+        raise BenchError(f"{name} exited with {proc.returncode}:\n{tail(log)}")
+    figures = json.loads(result.read_text())
+    figures["pid"] = proc.pid
+    return figures
+
+
+async def ceiling(machine: Machine, settings: Settings, events: int, name: str) -> dict:
+    figures = await run_child(machine, settings, name, {"mode": "ceiling"}, timeout=max(300.0, events / 500))
+    if figures["events"] != events:
+        raise BenchError(f"{name} read {figures['events']:,} records, not the {events:,} pre-loaded")
+    rate = events / figures["seconds"]
+    print(f"  {name}: {events:,} records in {figures['seconds']:.2f} s = {rate:,.0f} events/s "
+          f"(first record to last {figures['read_seconds']:.2f} s; pid {figures['pid']})", flush=True)
+    return dict(figures, rate=rate)
+
+
+async def replay_run(machine: Machine, settings: Settings, window: tuple[int, int], target: str, events: int,
+                     name: str, profile: tuple[str, Path] | None = None) -> dict:
+    spec = {"mode": "replay", "window": list(window), "target": target}
+    figures = await run_child(machine, settings, name, spec, timeout=max(600.0, events / 200), profile=profile)
+    rate = events / figures["seconds"]
+    counts = figures["report"]
+    phases = figures["phases"]
+    rest = figures["seconds"] - sum(phases.values())
+    steps = ", ".join(f"{n.strip('_').replace('_', ' ')} {phases.get(n, 0.0):.2f} s" for n in PHASES)
+    print(f"  {name}: {events:,} raw records in {figures['seconds']:.2f} s = {rate:,.0f} events/s "
+          f"(pid {figures['pid']}); report {json.dumps(counts)}", flush=True)
+    print(f"    phases: {steps}, compare and the rest {rest:.2f} s", flush=True)
+    return dict(figures, rate=rate)
+
+
+async def target_contents(settings: Settings, target: str):
+    watch = TopicWatch(settings, target)
+    await watch.start()
+    try:
+        return await watch.drain(timeout=120)
+    finally:
+        await watch.stop()
+
+
+def check(label: str, ok: bool, checks: list[tuple[str, bool]]) -> None:
+    checks.append((label, ok))
+    print(f"  check: {label}: {'OK' if ok else 'FAILED'}", flush=True)
+
+
+async def benchmark(args, machine: Machine) -> int:
+    tag = uuid.uuid4().hex[:8]
+    port = free_port()
+    target = f"bench-replay-target-{tag}"
+    settings = Settings(kafka_bootstrap=f"127.0.0.1:{port}", broker_port=port, data_dir=machine.workdir / "data",
+                        topic_partitions=args.partitions, raw_topic=f"bench-replay-raw-{tag}",
+                        contacts_topic=target, groups_topic=f"bench-replay-groups-{tag}",
+                        integrations_topic=f"bench-replay-integrations-{tag}", dlq_topic=f"bench-replay-dlq-{tag}",
+                        log_level="WARNING")
+    chats, events = args.chats, args.chats * args.events_per_chat
+    pinning = (f"measured children on CPU {sorted(machine.subject_cpus)}, broker and this script on CPU "
+               f"{sorted(machine.other_cpus)}" if machine.subject_cpus else "no CPU pinning (one CPU)")
+    print(f"freshstream replay benchmark (run {tag}); {chats:,} chats x {args.events_per_chat} events = "
+          f"{events:,} events; {args.partitions} partitions; Python {sys.version.split()[0]}; {pinning}", flush=True)
+    broker = await start_broker(machine, settings)
+    print(f"  embedded broker pid {broker.pid} on 127.0.0.1:{port}", flush=True)
+    await ensure_topics(settings)  # raw, groups and the (empty) target, with their configs
+    await put_group_names(settings)
+    await preload(settings, settings.raw_topic, build_load(chats, args.events_per_chat, resolve=True))
+    window = window_of(chats, args.events_per_chat)
+    print(f"  window [{window[0]}, {window[1]}) ms: earliest event time to 1 ms after the last", flush=True)
+
+    print("\nmeasurements", flush=True)
+    first_ceiling = await ceiling(machine, settings, events, "ceiling-1")
+    first = await replay_run(machine, settings, window, target, events, "replay-1")
+    second = await replay_run(machine, settings, window, target, events, "replay-2 (same window again)")
+    last_ceiling = await ceiling(machine, settings, events, "ceiling-2")
+    best = max(first_ceiling["rate"], last_ceiling["rate"])
+
+    print("\ncorrectness", flush=True)
+    checks: list[tuple[str, bool]] = []
+    r1, r2 = first["report"], second["report"]
+    check(f"first replay rebuilt {r1['rebuilt']:,} and missing {r1['missing']:,} (expected {chats:,} and {chats:,}; "
+          f"present {r1['present']:,}, differing {r1['differing']:,})",
+          r1["rebuilt"] == chats and r1["missing"] == chats, checks)
+    check(f"second replay missing {r2['missing']:,}, differing {r2['differing']:,} (expected 0 and 0; "
+          f"rebuilt {r2['rebuilt']:,}, present {r2['present']:,})",
+          r2["missing"] == 0 and r2["differing"] == 0, checks)
+    contacts = await target_contents(settings, target)
+    check(f"target holds {contacts.records:,} contacts, {len(contacts.ids):,} distinct ids, "
+          f"{contacts.undefined:,} in Undefined_Queue, {contacts.without_history:,} without their first events "
+          f"(expected {chats:,}, {chats:,}, 0, 0)",
+          contacts.records == len(contacts.ids) == chats and contacts.undefined == contacts.without_history == 0,
+          checks)
+
+    ratio = first["rate"] / best
+    rows = [("figure", "events/s", "time", "ratio", "goal", ""),
+            ("ceiling: plain aiokafka read + orjson (best of 2)", f"{best:,.0f}",
+             f"{events / best:.2f} s", "", "", ""),
+            ("replay, first run (writes every contact)", f"{first['rate']:,.0f}", f"{first['seconds']:.2f} s",
+             f"{ratio:.1%}", f">= {THROUGHPUT_GOAL:.0%}", "met" if ratio >= THROUGHPUT_GOAL else "NOT met"),
+            ("replay, second run (writes nothing)", f"{second['rate']:,.0f}", f"{second['seconds']:.2f} s",
+             f"{second['rate'] / best:.1%}", "", ""),
+            ("correctness checks", "", "", "", "all pass", "met" if all(ok for _, ok in checks) else "NOT met")]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print("\nsummary")
+    for n, row in enumerate(rows):
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if n == 0:
+            print("  " + "  ".join("-" * width for width in widths))
+
+    if args.profile:
+        await profile(machine, settings, window, events, args, tag)
+    elif ratio < THROUGHPUT_GOAL:
+        print("\n  (below the goal: add --profile FILE to see where the replay's time goes)", flush=True)
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+# --- optional profile ------------------------------------------------------------------
+
+
+async def profile(machine: Machine, settings: Settings, window: tuple[int, int], events: int, args, tag: str):
+    """A third replay into another empty topic under py-spy; top hotspots from its collapsed stacks."""
+    target = f"bench-replay-profiled-{tag}"
+    await create_topic(settings, target, args.partitions)
+    out = Path(args.profile).resolve()
+    print("\nprofile (py-spy record, 200 Hz; this run's time is not a measurement)", flush=True)
+    figures = await replay_run(machine, settings, window, target, events, "replay-profiled",
+                               profile=(args.py_spy, out))
+    stacks = []
+    for line in out.read_text().splitlines():
+        frames, _, count = line.rpartition(" ")
+        frames = [f for f in frames.split(";") if f.strip()]
+        if frames and count.isdigit() and not any("importlib" in f for f in frames):  # imports are not replay
+            stacks.append(([_frame(f) for f in frames], int(count)))
+    total = sum(count for _, count in stacks)
+    if not total:
+        print(f"  no samples in {out}", flush=True)
+        return
+    own, inclusive = Counter(), Counter()
+    for names, count in stacks:
+        own[names[-1]] += count
+        for name in set(names):
+            if not name.endswith(("(replay.py)", "(<string>)")) and "(asyncio/" not in name:
+                inclusive[name] += count  # not this script, not the event loop's plumbing
+    print(f"  {total:,} samples of running code (imports left out) over {figures['seconds']:.1f} s; "
+          f"stacks in {out}")
+    print("  own time (the function on top of the stack):")
+    for name, count in own.most_common(15):
+        print(f"    {count / total:6.1%}  {name}")
+    print("  time inside (the function anywhere on the stack):")
+    for name, count in inclusive.most_common(25):
+        print(f"    {count / total:6.1%}  {name}")
+
+
+def _frame(frame: str) -> str:
+    """`func (path/file.py:123)` → `func (path/file.py)`: one entry per function, not per line."""
+    return re.sub(r":\d+\)$", ")", frame.strip())
+
+
+# --- main ------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--chats", type=int, default=20000, help="chats in the load (default 20000)")
+    parser.add_argument("--events-per-chat", type=int, default=10,
+                        help="events per chat, >= 3: first message, assignment, ..., resolution (default 10)")
+    parser.add_argument("--partitions", type=int, default=6, help="partitions of the bench topics (default 6)")
+    parser.add_argument("--profile", metavar="FILE", help="also run a replay under py-spy, stacks to FILE")
+    parser.add_argument("--py-spy", default="py-spy", metavar="PATH", help="the py-spy binary (default: on PATH)")
+    parser.add_argument("--child", metavar="JSON", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is None:
+        if args.events_per_chat < 3 or min(args.chats, args.partitions) < 1:
+            parser.error("--events-per-chat must be >= 3, and --chats, --partitions >= 1")
+        if args.profile:
+            found = shutil.which(args.py_spy)
+            if not found:
+                parser.error(f"--profile needs py-spy: {args.py_spy!r} not found (give its path with --py-spy)")
+            args.py_spy = found
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child is not None:
+        return child_main(json.loads(args.child))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the children
+    subject, other = cpu_split()
+    if other:
+        os.sched_setaffinity(0, other)
+    children = Children()
+    with tempfile.TemporaryDirectory(prefix="freshstream-bench-replay-") as tmp:
+        try:
+            return asyncio.run(benchmark(args, Machine(Path(tmp), children, subject, other)))
+        except KeyboardInterrupt:
+            print("\nbench: interrupted; stopping everything", file=sys.stderr)
+            return 130
+        except BenchError as exc:
+            print(f"bench/replay.py: error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            children.stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
