@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from streams.settings import Settings
 
 __all__ = ["client_options", "make_producer", "make_consumer", "ensure_topics",
-           "topic_specs", "wait_for_broker", "partition_count", "true_ends"]
+           "topic_specs", "wait_for_broker", "partition_count", "true_ends", "ensure_topic"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,23 @@ async def ensure_topics(settings: Settings) -> list[str]:
                 pass  # another process won the race
             logger.info("created topics %s", [t.name for t in missing])
         return [t.name for t in missing]
+    finally:
+        await admin.close()
+
+
+async def ensure_topic(settings: Settings, name: str, partitions: int) -> bool:
+    """Create one topic (e.g. a replay target) if it is missing; True when it was created."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        if name in set(await admin.list_topics()):
+            return False
+        try:
+            await admin.create_topics([NewTopic(name, partitions, 1)])
+        except TopicAlreadyExistsError:
+            return False
+        logger.info("created topic %s", name)
+        return True
     finally:
         await admin.close()
 

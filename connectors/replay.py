@@ -18,10 +18,10 @@ import orjson
 from aiokafka import TopicPartition
 
 from connectors.follower import TopicFollower
-from connectors.kafka import make_consumer, make_producer, true_ends
+from connectors.kafka import ensure_topic, make_consumer, make_producer, true_ends
 from streams.chat import ChatState, apply, expire
 from streams.contact import UNDEFINED_QUEUE, build_contact, contact_key, queue_for
-from streams.events import Skip, normalise, parse_time
+from streams.events import Skip, normalise
 from streams.group_names import GroupNames
 from streams.settings import Settings
 
@@ -37,9 +37,6 @@ class ReplayWindow:
     integration: str | None = None
     lookback_ms: int = 7 * 24 * 3600 * 1000
 
-    def wants(self, contact: dict, resolved_ms: int) -> bool:
-        in_window = self.since <= resolved_ms < self.until
-        return in_window and (self.integration is None or contact["integration"] == self.integration)
 
 
 @dataclass
@@ -65,6 +62,7 @@ async def replay(settings: Settings, window: ReplayWindow, target: str, dry_run:
     existing = await _existing(settings, target)
     report, to_write = _compare(rebuilt, existing)
     if to_write and not dry_run:
+        await ensure_topic(settings, target, settings.topic_partitions)
         await _write(settings, target, to_write)
     return report
 
@@ -104,7 +102,7 @@ async def _rebuild(settings: Settings, window: ReplayWindow, names: GroupNames, 
                     done += 1
                     if record.timestamp < window.since - window.lookback_ms:
                         continue
-                    _apply_record(record, states, watermarks, partition_of_chat, contacts, names, expiry_ms)
+                    _apply_record(record, states, watermarks, partition_of_chat, contacts, names, expiry_ms, window)
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
             if progress:
@@ -113,11 +111,11 @@ async def _rebuild(settings: Settings, window: ReplayWindow, names: GroupNames, 
         await consumer.stop()
     for chat, state in states.items():  # the live worker's expiry timer, at the final watermarks
         _, closed = expire(state, watermarks.get(partition_of_chat[chat], 0), expiry_ms)
-        contacts += _contacts(chat, closed, names)
-    return [c for c in contacts if window.wants(c, _ms(c["resolved_at"]))]
+        contacts += _contacts(chat, closed, names, window)
+    return contacts
 
 
-def _apply_record(record, states, watermarks, partition_of_chat, contacts, names, expiry_ms) -> None:
+def _apply_record(record, states, watermarks, partition_of_chat, contacts, names, expiry_ms, window) -> None:
     try:
         envelope = orjson.loads(record.value)
     except orjson.JSONDecodeError:
@@ -132,15 +130,18 @@ def _apply_record(record, states, watermarks, partition_of_chat, contacts, names
     states[chat] = state
     if event.group_name and event.group_id:
         names.learn(event.integration, event.group_id, event.group_name)
-    contacts += _contacts(chat, closed, names)
+    contacts += _contacts(chat, closed, names, window)
 
 
-def _contacts(chat: str, closed, names: GroupNames) -> list[dict]:
+def _contacts(chat: str, closed, names: GroupNames, window: ReplayWindow) -> list[dict]:
+    """Contacts of the cycles resolved inside the window; the others are not built at all."""
     integration, _, conversation = chat.partition(":")
+    if window.integration is not None and integration != window.integration:
+        return []
     return [build_contact(integration, conversation, cycle,
                           queue_for(cycle, names.for_integration(integration)) or UNDEFINED_QUEUE,
                           int(time.time() * 1000))
-            for cycle in closed]
+            for cycle in closed if window.since <= cycle.resolved_at < window.until]
 
 
 async def _existing(settings: Settings, topic: str) -> dict[str, dict]:
@@ -203,6 +204,3 @@ async def _partitions(consumer, topic: str) -> list[TopicPartition]:
     await consumer.topics()
     return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
 
-
-def _ms(text: str) -> int:
-    return parse_time(text)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 
 __all__ = ["ChatEvent", "Skip", "normalise", "parse_time", "OPEN_STATUSES"]
@@ -190,6 +191,15 @@ def _first_time(candidates) -> int | None:
     return None
 
 
+@lru_cache(maxsize=4096)
+def _second_of(text: str) -> int | None:
+    try:
+        moment = datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return (moment - _EPOCH) // timedelta(seconds=1)
+
+
 def parse_time(value) -> int | None:
     """Epoch milliseconds from an ISO 8601 string or an epoch number (s or ms by magnitude)."""
     if isinstance(value, bool) or value is None:
@@ -201,6 +211,10 @@ def parse_time(value) -> int | None:
         return at if _MIN_MS <= at <= _MAX_MS else None
     if not isinstance(value, str) or not value:
         return None
+    if len(value) == 24 and value[10] == "T" and value[19] == "." and value[23] == "Z" and value[20:23].isdigit():
+        second = _second_of(value[:19])  # Freshchat's usual form: one datetime parse per second, cached
+        if second is not None:
+            return parse_time(second * 1000 + int(value[20:23]))
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:

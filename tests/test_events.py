@@ -117,3 +117,10 @@ def test_wrong_types_never_crash(junk):
                "data": {"message": {"conversation_id": "c", "message_type": junk, "actor_type": junk, "id": junk}}}
     event = normalise(envelope(payload))
     assert isinstance(event, (ChatEvent, Skip))
+
+
+@pytest.mark.parametrize("text", ["2022-11-22T10:55:23.126Z", "2024-02-29T23:59:59.999Z", "2024-05-06T00:00:00.000Z"])
+def test_fast_path_times_equal_the_general_parse(text):
+    from datetime import datetime
+    expected = int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000 + 0.5)
+    assert parse_time(text) == expected == parse_time(text.replace("Z", "+00:00"))
