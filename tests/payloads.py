@@ -42,3 +42,10 @@ def app_message(conversation_id: str = "conv-0001") -> dict:
 
 def dumps(event) -> bytes:
     return orjson.dumps(event)
+
+
+def user_messages(count: int, start: int = 0) -> list[dict]:
+    """`count` native message_create webhooks, one per conversation c-<n>: an array body's worth."""
+    return [{"actor": {"actor_type": "user"}, "action": "message_create", "action_time": "2024-05-06T09:00:00.000Z",
+             "data": {"message": {"id": f"m{i}", "conversation_id": f"c-{i}", "actor_type": "user"}}}
+            for i in range(start, start + count)]

@@ -11,16 +11,14 @@ import pytest
 
 from connectors.lag import measure_lag
 from tests.kafka_records import wait_until
+from tests.payloads import user_messages
 from tests.processes import WorkerProcess, settings_env
 
 pytestmark = pytest.mark.integration
 
 
 def post_messages(ingress, key, start, count):
-    events = [{"actor": {"actor_type": "user"}, "action": "message_create", "action_time": "2024-05-06T09:00:00.000Z",
-               "data": {"message": {"id": f"m{i}", "conversation_id": f"c-{i}", "actor_type": "user"}}}
-              for i in range(start, start + count)]
-    response = httpx.post(f"{ingress.url}/webhooks/freshchat/acme", content=orjson.dumps(events),
+    response = httpx.post(f"{ingress.url}/webhooks/freshchat/acme", content=orjson.dumps(user_messages(count, start)),
                           headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"}, timeout=30)
     assert response.status_code == 202
 

@@ -14,6 +14,7 @@ import pytest
 
 from connectors.broker import free_port
 from tests.kafka_records import wait_until
+from tests.payloads import user_messages
 from tests.processes import WorkerProcess
 
 pytestmark = [pytest.mark.integration,
@@ -75,11 +76,7 @@ def test_prometheus_sees_lag_of_a_stopped_worker_appear_and_drain(settings, ingr
                    what="lag series scraped")
         assert query(port, 'up{job="ingress"}') and query(port, "freshstream_worker_lag_seconds")
         pause.touch()  # the worker stops processing: a stopped consumer, its /metrics still served
-        events = [{"actor": {"actor_type": "user"}, "action": "message_create",
-                   "action_time": "2024-05-06T09:00:00.000Z",
-                   "data": {"message": {"id": f"m{i}", "conversation_id": f"c-{i}", "actor_type": "user"}}}
-                  for i in range(40)]
-        response = httpx.post(f"{ingress.url}/webhooks/freshchat/acme", content=orjson.dumps(events),
+        response = httpx.post(f"{ingress.url}/webhooks/freshchat/acme", content=orjson.dumps(user_messages(40)),
                               headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
         assert response.status_code == 202
         wait_until(lambda: (scalar(port, "sum(freshstream_worker_lag_records)") or 0) >= 40, timeout=30,

@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from tests.kafka_records import wait_until
+from tests.payloads import user_messages
 from tests.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -29,11 +30,7 @@ def test_stuck_agent_is_unhealthy_then_recovers(settings, ingress, add_integrati
     try:
         assert health(worker) == 200
         pause.touch()
-        events = [{"actor": {"actor_type": "user"}, "action": "message_create",
-                   "action_time": "2024-05-06T09:00:00.000Z",
-                   "data": {"message": {"id": f"m{i}", "conversation_id": f"c-{i}", "actor_type": "user"}}}
-                  for i in range(30)]
-        response = httpx.post(f"{ingress.url}/webhooks/freshchat/acme", content=orjson.dumps(events),
+        response = httpx.post(f"{ingress.url}/webhooks/freshchat/acme", content=orjson.dumps(user_messages(30)),
                               headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
         assert response.status_code == 202
         wait_until(lambda: health(worker) == 503, timeout=20, interval=0.25, what="/healthz 503 while stuck")
