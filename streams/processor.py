@@ -26,6 +26,13 @@ __all__ = ["ContactProcessor", "Emit"]
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
+def _write(table: MutableMapping[bytes, bytes], items: dict[bytes, bytes]) -> None:
+    """Item by item: a Faust table's update() reaches for the store's `.data`, which
+    only the memory store has; on rocksdb:// it raises AttributeError."""
+    for key, value in items.items():
+        table[key] = value
+
+
 _SEP = b"\x00"  # pending keys: <chat key> NUL <cycle>; a NUL never occurs in a chat key
 
 
@@ -64,9 +71,8 @@ class ContactProcessor:
                 self.names.learn(event.integration, event.group_id, event.group_name)
             self._route(event.integration, event.conversation_id, closed, ready, waiting)
         await self._send(ready)
-        for chat, state in states.items():
-            self.chats[chat] = state.dumps()
-        self.pending.update(waiting)
+        _write(self.chats, {chat: state.dumps() for chat, state in states.items()})
+        _write(self.pending, waiting)
 
     def _event(self, value: bytes) -> ChatEvent | None:
         try:
@@ -151,8 +157,8 @@ class ContactProcessor:
                 self._route(integration, conversation, closed, ready, waiting)
                 changed[chat] = state.dumps()
         await self._send(ready)
-        self.chats.update(changed)
-        self.pending.update(waiting)
+        _write(self.chats, changed)
+        _write(self.pending, waiting)
         for chat in forgotten:
             del self.chats[chat]
         census.publish(self.metrics, self._now_ms())

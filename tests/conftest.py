@@ -31,7 +31,9 @@ class LoopThread:
         self.thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
         self.thread.start()
 
-    def run(self, coro, timeout: float = 60.0):
+    def run(self, coro, timeout: float = 300.0):
+        """Wait for coro; the outer timeout is only a backstop, so that a coroutine's own
+        deadline (read_topic's, say) fires first and fails with what it saw."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def submit(self, coro):

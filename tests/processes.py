@@ -71,12 +71,20 @@ class FreshstreamProcess:
                 self.process.kill()
                 self.process.wait(30)
         self.assert_no_secrets()
+        self.assert_no_crashes()
         return self.process.returncode if self.process else 0
 
     def assert_no_secrets(self) -> None:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         leaked = [secret[:8] + "…" for secret in SECRETS if secret in text]
         assert not leaked, f"secrets reached {self.log_path}: {leaked}"
+
+    def assert_no_crashes(self) -> None:
+        """A crashed Faust agent is restarted by its supervisor, so a test can pass
+        around one; the log is where it shows."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        crashes = [line[:300] for line in text.splitlines() if "Crashed reason=" in line]
+        assert not crashes, f"{self.log_path}: {crashes}"
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
