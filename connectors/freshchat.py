@@ -31,6 +31,8 @@ MAX_RETRY_AFTER = 300.0  # a larger Retry-After (a broken proxy?) must not park 
 class FreshchatError(Exception):
     """Freshchat could not answer a request usefully; the message says what to check."""
 
+    http_status: int | None = None  # the answer's status, when there was one (integration health shows it)
+
 
 class FreshchatAuthError(FreshchatError):
     """Freshchat refused the API key (401/403): an operator must fix the integration."""
@@ -137,22 +139,15 @@ class FreshchatClient:
         detail = f"{self.label}: GET {path} answered {self._describe(response)}"
         if hint is not None:
             detail += f" (Retry-After {hint:g} s)"
-        if response.status_code == 429:
-            return FreshchatRateLimited(hint, detail)
-        return FreshchatUnavailable(detail)
+        error = FreshchatRateLimited(hint, detail) if response.status_code == 429 else FreshchatUnavailable(detail)
+        error.http_status = response.status_code
+        return error
 
     def _document(self, response: httpx.Response, path: str) -> dict:
         """The JSON object of a final (non-retryable) answer, or the matching error."""
         status = response.status_code
-        if status in (401, 403):
-            raise FreshchatAuthError(
-                f"{self.label}: Freshchat refused the API key ({self._describe(response)}); check the "
-                "Freshchat API key of this integration (an Account Administrator's key, Admin → API Tokens; "
-                "regenerating it there invalidates the stored one)")
-        if status == 404:
-            raise FreshchatNotFound(f"{self.label}: GET {path} answered {self._describe(response)}")
         if not 200 <= status < 300:
-            raise FreshchatError(f"{self.label}: GET {path} answered {self._describe(response)}")
+            raise self._refusal(response, path)
         try:
             doc = response.json()
         except ValueError:
@@ -160,6 +155,20 @@ class FreshchatClient:
         if not isinstance(doc, dict):
             raise FreshchatError(f"{self.label}: GET {path} did not answer a JSON object")
         return doc
+
+    def _refusal(self, response: httpx.Response, path: str) -> FreshchatError:
+        status = response.status_code
+        if status in (401, 403):
+            error = FreshchatAuthError(
+                f"{self.label}: Freshchat refused the API key ({self._describe(response)}); check the "
+                "Freshchat API key of this integration (an Account Administrator's key, Admin → API Tokens; "
+                "regenerating it there invalidates the stored one)")
+        elif status == 404:
+            error = FreshchatNotFound(f"{self.label}: GET {path} answered {self._describe(response)}")
+        else:
+            error = FreshchatError(f"{self.label}: GET {path} answered {self._describe(response)}")
+        error.http_status = status
+        return error
 
     def _describe(self, response: httpx.Response) -> str:
         """`401 UNAUTHORIZED: <Freshchat's message>`, with any secret removed."""

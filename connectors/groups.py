@@ -29,6 +29,7 @@ __all__ = ["GroupPoller", "RefreshSchedule", "group_record"]
 logger = logging.getLogger(__name__)
 
 Send = Callable[[bytes, bytes], Awaitable[object]]
+NEW_INTEGRATION_CHECK = 1.0  # seconds between looks for integrations that were never polled
 
 
 class Integrations(Protocol):
@@ -74,12 +75,14 @@ class GroupPoller:
     def __init__(self, settings: Settings, registry: Integrations, send: Send, http: httpx.AsyncClient,
                  cipher: Fernet, *, interval: float | None = None, min_refresh_interval: float = 10.0,
                  sleep: Callable[[float], Awaitable] = asyncio.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_status: Callable[[str, dict], None] | None = None) -> None:
         self.settings, self._registry, self._send = settings, registry, send
         self._http, self._cipher, self._sleep, self._clock = http, cipher, sleep, clock
         self.interval = settings.group_poll_seconds if interval is None else interval
         self.schedule = RefreshSchedule(min_refresh_interval)
         self.status: dict[str, dict] = {}
+        self._on_status = on_status  # told every poll's outcome (the worker publishes it as integration health)
         self._written: dict[str, str] = {}  # "<integration>:<group_id>" → last name on the topic
         self._inflight: dict[str, asyncio.Task] = {}
         self._wake = asyncio.Event()
@@ -115,7 +118,11 @@ class GroupPoller:
             logger.debug("group refresh for %s ignored: the poller has stopped", integration_id)
 
     async def run(self) -> None:
-        """Poll all integrations every `interval`, and due refreshes in between, until cancelled."""
+        """Poll all integrations every `interval`, and due refreshes in between, until cancelled.
+
+        An integration never polled yet (added since, or not loaded when the poller
+        started) is polled within NEW_INTEGRATION_CHECK seconds, not at the next full round.
+        """
         self._loop = asyncio.get_running_loop()
         next_full = self._clock()
         try:
@@ -124,8 +131,11 @@ class GroupPoller:
                 if self._clock() >= next_full:
                     self._launch(self._all_targets())
                     next_full = self._clock() + self.interval
+                else:
+                    self._launch([i for i in self._all_targets() if i.id not in self.status])
                 self._launch_due_refreshes()
-                await self._wait(min(next_full, self.schedule.next_due(busy=self._inflight.keys())))
+                await self._wait(min(next_full, self.schedule.next_due(busy=self._inflight.keys()),
+                                     self._clock() + NEW_INTEGRATION_CHECK))
         finally:
             for task in list(self._inflight.values()):
                 task.cancel()
@@ -231,8 +241,8 @@ class GroupPoller:
         if previous.get("ok") is False:
             logger.info("group names of integration %s are polled again", integration_id)
         logger.debug("integration %s: %d group name(s) written", integration_id, written)
-        self.status[integration_id] = {"ok": True, "error": None, "last_success": _now(),
-                                       "last_error_at": previous.get("last_error_at")}
+        self._set_status(integration_id, {"ok": True, "error": None, "http_status": None,
+                                          "last_success": _now(), "last_error_at": previous.get("last_error_at")})
 
     def _failed(self, integration_id: str, exc: Exception) -> None:
         """Record the error; log it when it is new for this integration, not at every poll."""
@@ -244,9 +254,14 @@ class GroupPoller:
             logger.log(level, "group names cannot be polled: %s", error, exc_info=not ours)
         else:
             logger.debug("integration %s: still failing: %s", integration_id, error)
-        self.status[integration_id] = {"ok": False, "error": error,
-                                       "last_success": previous.get("last_success"),
-                                       "last_error_at": _now()}
+        self._set_status(integration_id, {"ok": False, "error": error,
+                                          "http_status": getattr(exc, "http_status", None),
+                                          "last_success": previous.get("last_success"), "last_error_at": _now()})
+
+    def _set_status(self, integration_id: str, status: dict) -> None:
+        self.status[integration_id] = status
+        if self._on_status is not None:
+            self._on_status(integration_id, status)
 
     def _forget_all_but(self, current: set[str]) -> None:
         for gone in set(self.status) - current:

@@ -230,6 +230,19 @@ def test_disabled_integrations_and_those_without_an_api_key_are_not_polled(loop_
     assert fake_freshchat.requests == [] and poller.status == {}
 
 
+def test_an_integration_added_after_start_is_polled_without_waiting_for_the_interval(loop_thread, settings,
+                                                                                      harness, fake_freshchat):
+    fake_freshchat.add_group("g-1", "Sales")
+    registry = Registry()  # as at a worker's start, before the integrations topic is loaded
+    reported = []
+    poller = harness.poller(registry, interval=3600, on_status=lambda i, status: reported.append((i, status["ok"])))
+    loop_thread.run(_start(poller))
+    wait_until(lambda: poller._task is not None and poller._loop is not None, what="the poller running")
+    registry.integrations.append(integration(settings, "acme", fake_freshchat))
+    wait_until(lambda: poller.status.get("acme", {}).get("ok"), timeout=10, what="the new integration polled")
+    assert reported == [("acme", True)] and len(fake_freshchat.polls()) == 1
+
+
 async def _start(poller: GroupPoller) -> None:
     poller.start()
 
