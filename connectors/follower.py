@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 from connectors.kafka import make_consumer
 from streams.settings import Settings
 
-__all__ = ["TopicFollower"]
+__all__ = ["TopicFollower", "read_once"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,3 +75,14 @@ class TopicFollower:
             if end is None or await consumer.position(tp) < end:
                 return False
         return True
+
+
+async def read_once(settings: Settings, topic: str, apply: Callable[[bytes | None, bytes | None], None],
+                    timeout: float = 15.0) -> None:
+    """Apply every record of a topic up to its end, then stop: for one-shot commands."""
+    follower = TopicFollower(settings, topic, apply)
+    await follower.start()
+    try:
+        await asyncio.wait_for(follower.loaded.wait(), timeout)
+    finally:
+        await follower.stop()

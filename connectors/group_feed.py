@@ -28,9 +28,10 @@ logger = logging.getLogger(__name__)
 class GroupFeed:
     """The worker's sources of group names: the groups topic and Freshchat's /v2/groups."""
 
-    def __init__(self, settings: Settings, names: GroupNames) -> None:
-        self.settings, self.names = settings, names
+    def __init__(self, settings: Settings, names: GroupNames, on_status=None) -> None:
+        self.settings, self.names, self._on_status = settings, names, on_status
         self.poller: GroupPoller | None = None
+        self.registry: IntegrationRegistry | None = None
         self._parts: list = []
         self._closers: list = []
 
@@ -45,8 +46,9 @@ class GroupFeed:
         await self._producer.start()
         self._http = httpx.AsyncClient(timeout=10.0)
         self._closers = [self._http.aclose, self._producer.stop]
-        registry = IntegrationRegistry(settings)
-        self.poller = GroupPoller(settings, registry, self._send, self._http, load_cipher(settings))
+        self.registry = registry = IntegrationRegistry(settings)
+        self.poller = GroupPoller(settings, registry, self._send, self._http, load_cipher(settings),
+                                  on_status=self._on_status)
         follower = TopicFollower(settings, settings.groups_topic, self._apply)
         for part in (registry, follower):
             await part.start()

@@ -13,6 +13,7 @@ from aiokafka.errors import KafkaError
 
 from connectors.auth import bearer_ok, bearer_token, signature_ok
 from connectors.ingress_metrics import IngressMetrics
+from connectors.integration_health import IngressActivity
 from connectors.integrations import NAME_PATTERN
 from streams.envelope import InvalidEvent, InvalidJSON, encode_envelope, event_id, parse_body, utc_now_text
 from streams.settings import Settings
@@ -39,10 +40,12 @@ class Rejected(Exception):
                             headers=self.headers)
 
 
-def create_app(settings: Settings, registry, producer, metrics: IngressMetrics | None = None) -> web.Application:
+def create_app(settings: Settings, registry, producer, metrics: IngressMetrics | None = None,
+               activity: IngressActivity | None = None) -> web.Application:
     """The aiohttp application; the producer and integration registry are injected."""
     app = web.Application(client_max_size=settings.max_body_bytes)
-    handler = WebhookHandler(settings, registry, producer, metrics or IngressMetrics())
+    handler = WebhookHandler(settings, registry, producer, metrics or IngressMetrics(),
+                             activity or IngressActivity("local"))
     app.router.add_post("/webhooks/freshchat/{integration}", handler.post)
     app.router.add_get("/healthz", handler.healthz)
     app.router.add_get("/readyz", handler.readyz)
@@ -53,21 +56,30 @@ def create_app(settings: Settings, registry, producer, metrics: IngressMetrics |
 class WebhookHandler:
     """Holds the collaborators of the HTTP endpoints."""
 
-    def __init__(self, settings: Settings, registry, producer, metrics: IngressMetrics) -> None:
+    def __init__(self, settings: Settings, registry, producer, metrics: IngressMetrics,
+                 activity: IngressActivity) -> None:
         self.settings, self.registry, self.producer, self.metrics = settings, registry, producer, metrics
+        self.activity = activity
         self._broker_ok_until = 0.0
 
     async def post(self, request: web.Request) -> web.Response:
         name = request.match_info["integration"]
         integration = self.registry.get(name) if NAME_PATTERN.fullmatch(name) else None
         label = integration.id if integration else "unknown"
+        code = None
         try:
             response = await self._accept(request, integration)
         except Rejected as rejected:
-            response = rejected.response()
-        self.metrics.requests.inc(integration=label, status=str(response.status))
-        if response.status == 401:
+            response, code = rejected.response(), rejected.code
+        status = response.status
+        self.metrics.requests.inc(integration=label, status=str(status))
+        if status == 401:
             self.metrics.auth_failures.inc(integration=label)
+        if integration is not None:  # health of known integrations only: no state per guessed URL
+            if status == 202:
+                self.activity.accepted(integration.id)
+            elif status != 503:  # a 503 is our broker's fault, not the sender's
+                self.activity.rejected(integration.id, status, code or "unknown")
         return response
 
     async def _accept(self, request: web.Request, integration) -> web.Response:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connectors.metrics import Counter, Histogram, Registry
+from connectors.metrics import Counter, Gauge, Histogram, Registry
 
 __all__ = ["IngressMetrics"]
 
@@ -10,7 +10,7 @@ __all__ = ["IngressMetrics"]
 class IngressMetrics(Registry):
     """Requests by integration and status, auth failures, DLQ records and produce latency."""
 
-    def __init__(self) -> None:
+    def __init__(self, activity=None) -> None:
         super().__init__()
         self.requests = self.add(Counter(
             "freshstream_ingress_requests_total", "Webhook requests by integration and HTTP status."))
@@ -24,3 +24,17 @@ class IngressMetrics(Registry):
             "freshstream_ingress_produce_failures_total", "Requests answered 503 for want of a Kafka ack."))
         self.produce_seconds = self.add(Histogram(
             "freshstream_ingress_produce_seconds", "Time from the first send to the last Kafka ack."))
+        if activity is not None:
+            self.add(Gauge("freshstream_ingress_last_accepted_timestamp_seconds",
+                           "When this instance last answered 202 to an integration (Unix time).",
+                           _per_integration(activity.last_accepted)))
+            self.add(Gauge("freshstream_ingress_last_reject_timestamp_seconds",
+                           "When this instance last refused a request of an integration with a 4xx (Unix time).",
+                           _per_integration(activity.last_rejected)))
+
+
+def _per_integration(read):
+    def samples():
+        for integration, moment in sorted(read().items()):
+            yield {"integration": integration}, moment
+    return samples

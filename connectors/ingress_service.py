@@ -7,7 +7,10 @@ import logging
 
 from aiohttp import web
 
+from connectors.health_publisher import HealthPublisher, instance_name
 from connectors.ingress import create_app
+from connectors.ingress_metrics import IngressMetrics
+from connectors.integration_health import IngressActivity
 from connectors.kafka import ensure_topics, make_producer
 from connectors.registry import IntegrationRegistry
 from streams.settings import Settings
@@ -26,6 +29,7 @@ class IngressService:
         self.port = settings.ingress_port if port is None else port
         self.registry = IntegrationRegistry(settings)
         self.producer = None  # aiokafka clients must be made inside the running loop
+        self.health: HealthPublisher | None = None
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -37,17 +41,22 @@ class IngressService:
             await asyncio.wait_for(self.registry.loaded.wait(), self.settings.produce_timeout)
         except asyncio.TimeoutError:
             logger.warning("integrations not loaded yet; serving anyway, /readyz says 503 until they are")
-        app = create_app(self.settings, self.registry, self.producer)
+        activity = IngressActivity(instance_name(self.settings, "ingress", self.port))
+        self.health = HealthPublisher(self.settings, self.producer, [activity.take_records])
+        app = create_app(self.settings, self.registry, self.producer, IngressMetrics(activity), activity)
         self._runner = web.AppRunner(app, access_log=logging.getLogger("freshstream.access"))
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        self.health.start()
         logger.info("ingress listening on http://%s:%d", self.host, self.port)
 
     async def stop(self) -> None:
         if self._runner:
             await self._runner.cleanup()
+        if self.health:
+            await self.health.stop()
         await self.registry.stop()
         if self.producer:
             await self.producer.stop()

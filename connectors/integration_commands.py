@@ -1,4 +1,4 @@
-"""`freshstream integrations …`: add, list, show, rotate-key, disable."""
+"""`freshstream integrations …`: add, list, show, status, rotate-key, disable."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 
 import orjson
 
+from connectors.health_publisher import load_health
+from connectors.integration_health import assess
 from connectors.integrations import IntegrationError, load_cipher, new_ingress_key, new_integration
 from connectors.kafka import ensure_topics, wait_for_broker
 from connectors.registry import IntegrationStore, load_integrations
@@ -18,7 +20,7 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(sub) -> None:
     """Register the `integrations` verb and its sub-verbs."""
-    parser = sub.add_parser("integrations", help="add, list, show, rotate-key or disable integrations",
+    parser = sub.add_parser("integrations", help="add, list, show, status, rotate-key or disable integrations",
                             description="Manage the Freshchat accounts that post to freshstream.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     add = verbs.add_parser("add", help="add an integration and print its ingress key once")
@@ -35,6 +37,10 @@ def add_parser(sub) -> None:
         if verb != "list":
             p.add_argument("name")
         p.add_argument("--json", action="store_true", help="machine-readable output")
+    status = verbs.add_parser("status", help="is data arriving? operational, silent, rejecting or freshchat_api_failing",
+                              description="Each integration's health as the ingress and the worker last saw it.")
+    status.add_argument("name", nargs="?", help="only this integration")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
     add.add_argument("--json", action="store_true", help="print {\"id\", \"ingress_key\"} as JSON")
 
 
@@ -53,6 +59,8 @@ async def run(args, settings: Settings, out) -> int:
         return 0
     if args.verb == "add":
         return await _add(args, settings, registry, out)
+    if args.verb == "status":
+        return await _status(args, settings, registry, out)
     integration = registry.get(args.name)
     if integration is None:
         raise IntegrationError(f"no integration named {args.name!r}; 'freshstream integrations list' shows them")
@@ -83,6 +91,45 @@ async def _add(args, settings: Settings, registry, out) -> int:
     await _put(settings, integration)
     _print_key(args, out, integration.id, key, "added")
     return 0
+
+
+async def _status(args, settings: Settings, registry, out) -> int:
+    integrations = registry.all()
+    if args.name is not None:
+        integrations = [i for i in integrations if i.id == args.name]
+        if not integrations:
+            raise IntegrationError(f"no integration named {args.name!r}; 'freshstream integrations list' shows them")
+    view = await load_health(settings)
+    reports = [assess(i, view.records(i.id), settings) for i in integrations]
+    out(orjson.dumps(reports).decode() if args.json else health_table(reports, settings))
+    return 0
+
+
+def health_table(reports: list[dict], settings: Settings) -> str:
+    """A table, then one sentence per problem saying what to check."""
+    if not reports:
+        return "no integrations yet: add one with 'freshstream integrations add NAME --domain DOMAIN'"
+    rows = [("ID", "STATUS", "LAST ACCEPTED", "LAST REJECT", "FRESHCHAT API")]
+    rows += [(r["id"], r["status"], r["last_accepted_at"] or "never",
+              f"{r['last_reject_at']} ({r['last_reject']['status']} {r['last_reject']['error']})"
+              if r["last_reject"] else "never", r["freshchat_api"]["state"]) for r in reports]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    for report in reports:
+        lines += [f"{report['id']}: {_advice(problem, report, settings)}" for problem in report["problems"]]
+    return "\n".join(lines)
+
+
+def _advice(problem: str, report: dict, settings: Settings) -> str:
+    if problem == "rejecting":
+        return (f"{report['recent_auth_failures']} request(s) refused with 401 in the last "
+                f"{settings.health_reject_window_seconds / 60:g} min: something posts with a wrong or rotated "
+                "ingress key, or an invalid signature. Give the Marketplace app the current key "
+                f"('freshstream integrations rotate-key {report['id']}' issues a new one) or check the webhook public key.")
+    if problem == "freshchat_api_failing":
+        return f"Freshchat's REST API fails: {report['freshchat_api'].get('error')}"
+    return (f"no event accepted for {settings.health_silent_seconds / 60:g} min or more: check that the "
+            f"Freshchat webhook or Marketplace app is installed and posts to /webhooks/freshchat/{report['id']}.")
 
 
 def _print_key(args, out, name: str, key: str, what: str) -> None:

@@ -59,6 +59,7 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         NewTopic(settings.contacts_topic, n, 1),
         NewTopic(settings.groups_topic, 1, 1, topic_configs=compact),
         NewTopic(settings.integrations_topic, 1, 1, topic_configs=compact),
+        NewTopic(settings.health_topic, 1, 1, topic_configs=compact),
     ]
 
 

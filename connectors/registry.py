@@ -6,10 +6,9 @@ add, rotation or disable reaches them all within a fetch wait, without restart.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from connectors.follower import TopicFollower
+from connectors.follower import TopicFollower, read_once
 from connectors.integrations import Integration
 from connectors.kafka import make_producer
 from streams.settings import Settings
@@ -77,9 +76,5 @@ class IntegrationStore:
 async def load_integrations(settings: Settings, timeout: float = 15.0) -> IntegrationRegistry:
     """A registry read to the end of the topic once, for one-shot CLI commands."""
     registry = IntegrationRegistry(settings)
-    await registry.start()
-    try:
-        await asyncio.wait_for(registry.loaded.wait(), timeout)
-    finally:
-        await registry.stop()
+    await read_once(settings, settings.integrations_topic, registry.apply, timeout)
     return registry

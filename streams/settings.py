@@ -36,6 +36,7 @@ class Settings:
     contacts_topic: str = "freshchat.contacts"
     groups_topic: str = "freshchat.groups"
     integrations_topic: str = "freshstream.integrations"
+    health_topic: str = "freshstream.health"  # integration health, compacted (integrations status reads it)
     raw_retention_ms: int = 7 * 24 * 3600 * 1000
     produce_timeout: float = 10.0
     max_body_bytes: int = 1024 * 1024
@@ -54,6 +55,11 @@ class Settings:
     replay_lookback_seconds: float = 7 * 24 * 3600  # replay reads from --since minus this
     lag_check_seconds: float = 5.0
     stall_seconds: float = 60.0  # lag without progress this long: the worker's /healthz fails
+    health_publish_seconds: float = 5.0  # how often ingress and worker write what they saw per integration
+    health_silent_seconds: float = 3600.0  # no accepted event this long: the integration is "silent"
+    health_reject_window_seconds: float = 600.0  # 401s within this window count towards "rejecting"
+    health_reject_threshold: int = 3  # this many 401s in the window: the integration is "rejecting"
+    instance_id: str = ""  # names this process in health records; empty = <hostname>:<role>:<port>
     debug_pause_file: str = ""  # testing aid: while this file exists the worker's agent waits
     log_level: str = "INFO"
     library_log_level: str = "INFO"  # aiokafka/faust/mode/httpx: their DEBUG dumps every request, chat text included

@@ -15,8 +15,10 @@ from pathlib import Path
 import faust
 
 from connectors.group_feed import GroupFeed
+from connectors.health_publisher import instance_name
 from connectors.lag_monitor import LagMonitor
 from connectors.metrics import Gauge
+from connectors.worker_health import WorkerHealth
 from streams.group_names import GroupNames
 from streams.processor import ContactProcessor
 from streams.settings import Settings
@@ -54,15 +56,25 @@ def _faust_app(settings: Settings, partitions: int, web_port: int) -> faust.App:
 
 def build_app(settings: Settings, partitions: int, web_port: int | None = None) -> WorkerParts:
     """Declare the worker's topics, tables, agent, timers and pages."""
-    app = _faust_app(settings, partitions, settings.worker_web_port if web_port is None else web_port)
+    web_port = settings.worker_web_port if web_port is None else web_port
+    app = _faust_app(settings, partitions, web_port)
     raw = app.topic(settings.raw_topic, key_serializer="raw", value_serializer="raw")
     chats = app.Table("chats", partitions=partitions, key_type=bytes, value_type=bytes)
     pending = app.Table("pending", partitions=partitions, key_type=bytes, value_type=bytes)
     pending.partition_key = lambda key: key.split(b"\x00", 1)[0]
     for table in (chats, pending):
         table.kafka_settings = settings
-    feed = GroupFeed(settings, names := GroupNames(lambda integration: feed.request_refresh(integration)))
+    health = WorkerHealth(settings, instance_name(settings, "worker", web_port),
+                          lambda: feed.registry.all() if feed.registry else [])
+    feed = GroupFeed(settings, names := GroupNames(lambda integration: feed.request_refresh(integration)),
+                     on_status=health.api.report)
     metrics = WorkerMetrics()
+    metrics.add(Gauge("freshstream_integration_status",
+                      "1 for each integration's current status (operational, silent, rejecting, "
+                      "freshchat_api_failing, disabled), 0 for the others.", health.status_samples))
+    metrics.add(Gauge("freshstream_freshchat_api_up",
+                      "1 when the last poll of an integration's Freshchat REST API succeeded.",
+                      lambda: _api_up(feed)))
 
     async def emit(records: list[tuple[bytes, bytes]]) -> None:
         futures = [await app.producer.send(settings.contacts_topic, key, value, None, None, None)
@@ -81,6 +93,13 @@ def build_app(settings: Settings, partitions: int, web_port: int | None = None) 
                       "Now minus the time of the oldest unprocessed raw record, per partition.",
                       lag.gauge("lag_seconds")))
 
+    metrics.add(Gauge("freshstream_worker_recovery_remaining",
+                      "Changelog records still to read before the tables are recovered, per changelog partition.",
+                      lambda: _recovery_remaining(app)))
+    metrics.add(Gauge("freshstream_worker_tables_recovered",
+                      "1 once table recovery is complete (the worker is then ready), else 0.",
+                      lambda: [({}, 1 if app.tables.recovery.completed.is_set() else 0)]))
+
     @app.agent(raw)
     async def contacts(stream):
         async for events in stream.take_events(settings.worker_batch_size, within=0.05):
@@ -98,6 +117,7 @@ def build_app(settings: Settings, partitions: int, web_port: int | None = None) 
 
     @app.task
     async def background():
+        await health.start()
         await feed.start()
         await lag.start()
 
@@ -105,6 +125,7 @@ def build_app(settings: Settings, partitions: int, web_port: int | None = None) 
     async def stop_background(sender, **kwargs):
         await lag.stop()
         await feed.stop()
+        await health.stop()
 
     @app.page("/healthz")
     async def healthz(web_view, request):
@@ -122,6 +143,19 @@ def build_app(settings: Settings, partitions: int, web_port: int | None = None) 
         return web_view.json({"ready": ready}, status=200 if ready else 503)
 
     return WorkerParts(app, processor, names, feed, metrics)
+
+
+def _recovery_remaining(app: faust.App):
+    recovery = app.tables.recovery
+    done = recovery.completed.is_set()
+    remaining = recovery.active_remaining()
+    for tp in sorted(recovery.active_highwaters, key=lambda tp: (tp.topic, tp.partition)):
+        yield {"topic": tp.topic, "partition": str(tp.partition)}, 0 if done else max(0, remaining.get(tp, 0))
+
+
+def _api_up(feed: GroupFeed):
+    for integration, status in sorted((feed.poller.status if feed.poller else {}).items()):
+        yield {"integration": integration}, 1 if status.get("ok") else 0
 
 
 async def _pause_while(path: str) -> None:

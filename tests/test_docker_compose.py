@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import yaml
@@ -56,7 +58,6 @@ def test_worker_runs_exactly_once_on_real_kafka():
 
 
 def test_prometheus_scrapes_both_services_and_grafana_is_provisioned():
-    import json
     services = compose()["services"]
     assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in services["prometheus"]["volumes"]
     config = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())
@@ -71,5 +72,10 @@ def test_prometheus_scrapes_both_services_and_grafana_is_provisioned():
     for series in ("freshstream_ingress_requests_total", "freshstream_ingress_auth_failures_total",
                    "freshstream_worker_events_total", "freshstream_worker_lag_records",
                    "freshstream_worker_lag_seconds", "freshstream_worker_emission_delay_seconds_bucket",
-                   "freshstream_worker_open_chats"):
+                   "freshstream_worker_open_chats", "freshstream_worker_recovery_remaining",
+                   "freshstream_integration_status", "freshstream_ingress_last_accepted_timestamp_seconds"):
         assert series in exprs, f"the dashboard has no panel for {series}"
+    source = " ".join(path.read_text() for folder in ("connectors", "streams") for path in (ROOT / folder).glob("*.py"))
+    for series in set(re.findall(r"freshstream_[a-z_]+", exprs)):
+        base = re.sub(r"_(bucket|sum|count)$", "", series)
+        assert f'"{base}"' in source, f"the dashboard queries {series}, which no process exports"

@@ -126,6 +126,8 @@ def test_sigkill_mid_run_loses_nothing_and_repeats_only_emitted_ids(loop_thread,
     seen = collections.Counter(c["contact_id"] for c in contacts)
     duplicates = sum(n - 1 for n in seen.values())
     print(f"{len(contacts)} contacts for {len(expected)} expected: {duplicates} duplicates after SIGKILL")
-    assert set(seen) == set(expected), "missing or unexpected contact ids"
+    assert set(seen) == set(expected), (f"missing {sorted(set(expected) - set(seen))[:5]}, unexpected "
+                                        f"{[c for c in contacts if c['contact_id'] not in expected][:3]} "
+                                        f"(worker logs in {tmp_path})")
     for contact in contacts:
         assert {k: v for k, v in contact.items() if k != "emitted_at"} == expected[contact["contact_id"]]

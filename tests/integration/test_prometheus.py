@@ -72,9 +72,10 @@ def test_prometheus_sees_lag_of_a_stopped_worker_appear_and_drain(settings, ingr
     worker = WorkerProcess(settings, tmp_path).start()
     try:
         port = prometheus({"worker": f"127.0.0.1:{worker.port}", "ingress": f"127.0.0.1:{ingress.port}"})
-        wait_until(lambda: query(port, "freshstream_worker_lag_records"), timeout=30, interval=0.5,
-                   what="lag series scraped")
-        assert query(port, 'up{job="ingress"}') and query(port, "freshstream_worker_lag_seconds")
+        # each target is scraped on its own schedule: wait for every series, not the first one
+        wait_until(lambda: all(query(port, series) for series in (
+            "freshstream_worker_lag_records", "freshstream_worker_lag_seconds", 'up{job="ingress"} == 1')),
+                   timeout=30, interval=0.5, what="lag series and the ingress scraped")
         pause.touch()  # the worker stops processing: a stopped consumer, its /metrics still served
         response = httpx.post(f"{ingress.url}/webhooks/freshchat/acme", content=orjson.dumps(user_messages(40)),
                               headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
