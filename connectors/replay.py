@@ -59,7 +59,7 @@ async def replay(settings: Settings, window: ReplayWindow, target: str, dry_run:
     """Rebuild, compare with `target`, and write what is missing or differs (unless dry_run)."""
     names = await _group_names(settings)
     rebuilt = await _rebuild(settings, window, names, progress)
-    existing = await _existing(settings, target)
+    existing = await _existing(settings, target, {c["contact_id"] for c in rebuilt})
     report, to_write = _compare(rebuilt, existing)
     if to_write and not dry_run:
         await ensure_topic(settings, target, settings.topic_partitions)
@@ -144,8 +144,10 @@ def _contacts(chat: str, closed, names: GroupNames, window: ReplayWindow) -> lis
             for cycle in closed if window.since <= cycle.resolved_at < window.until]
 
 
-async def _existing(settings: Settings, topic: str) -> dict[str, dict]:
-    """Every contact the target topic holds, by contact_id (the last copy wins)."""
+async def _existing(settings: Settings, topic: str, wanted: set[str]) -> dict[str, dict]:
+    """The target topic's copies of the rebuilt contacts, by contact_id (the last copy wins).
+
+    Only those are kept: the target may hold weeks of contacts, the window a few hours'."""
     found: dict[str, dict] = {}
     consumer = make_consumer(settings, fetch_max_wait_ms=100)
     await consumer.start()
@@ -160,13 +162,23 @@ async def _existing(settings: Settings, topic: str) -> dict[str, dict]:
         while pending:
             for tp, records in (await consumer.getmany(*pending, timeout_ms=500)).items():
                 for record in records:
-                    contact = orjson.loads(record.value)
-                    found[contact["contact_id"]] = contact
+                    contact = _decoded(record.value)
+                    if contact is not None and contact.get("contact_id") in wanted:
+                        found[contact["contact_id"]] = contact
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
     finally:
         await consumer.stop()
     return found
+
+
+def _decoded(value: bytes | None) -> dict | None:
+    """A contact, or None for anything else a target topic may hold (it is then 'missing')."""
+    try:
+        doc = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _compare(rebuilt: list[dict], existing: dict[str, dict]) -> tuple[ReplayReport, list[dict]]:

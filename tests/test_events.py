@@ -124,3 +124,20 @@ def test_fast_path_times_equal_the_general_parse(text):
     from datetime import datetime
     expected = int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000 + 0.5)
     assert parse_time(text) == expected == parse_time(text.replace("Z", "+00:00"))
+
+
+def test_contact_times_are_written_exactly_as_format_time_writes_them():
+    from datetime import datetime, timedelta, timezone
+
+    from hypothesis import given, strategies as st
+
+    from streams.contact import ms_to_time
+    from streams.envelope import format_time
+
+    @given(st.integers(min_value=946_684_800_000, max_value=4_102_444_799_999))
+    def check(ms):
+        moment = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ms)
+        assert ms_to_time(ms) == format_time(moment)
+        assert parse_time(ms_to_time(ms)) == ms
+
+    check()
