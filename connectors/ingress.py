@@ -30,22 +30,26 @@ UNAUTHORIZED = ("missing or invalid credentials for this integration URL: send "
 class Rejected(Exception):
     """A request freshstream will not accept, with the code and sentence the client gets."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None, close: bool = False):
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+        self.close = close  # the connection cannot be reused (e.g. a body left half read)
 
     def response(self) -> web.Response:
         body = orjson.dumps({"error": self.code, "message": self.message})
-        return web.Response(status=self.status, body=body, content_type="application/json",
-                            headers=self.headers)
+        response = web.Response(status=self.status, body=body, content_type="application/json",
+                                headers=self.headers)
+        if self.close:
+            response.force_close()
+        return response
 
 
 def create_app(settings: Settings, registry, producer, metrics: IngressMetrics | None = None,
-               activity: IngressActivity | None = None) -> web.Application:
+               activity: IngressActivity | None = None, guard=None) -> web.Application:
     """The aiohttp application; the producer and integration registry are injected."""
     app = web.Application(client_max_size=settings.max_body_bytes)
     handler = WebhookHandler(settings, registry, producer, metrics or IngressMetrics(),
-                             activity or IngressActivity("local"))
+                             activity or IngressActivity("local"), guard)
     app.router.add_post("/webhooks/freshchat/{integration}", handler.post)
     app.router.add_get("/healthz", handler.healthz)
     app.router.add_get("/readyz", handler.readyz)
@@ -57,9 +61,9 @@ class WebhookHandler:
     """Holds the collaborators of the HTTP endpoints."""
 
     def __init__(self, settings: Settings, registry, producer, metrics: IngressMetrics,
-                 activity: IngressActivity) -> None:
+                 activity: IngressActivity, guard=None) -> None:
         self.settings, self.registry, self.producer, self.metrics = settings, registry, producer, metrics
-        self.activity = activity
+        self.activity, self.guard = activity, guard
         self._broker_ok_until = 0.0
 
     async def post(self, request: web.Request) -> web.Response:
@@ -67,10 +71,15 @@ class WebhookHandler:
         integration = self.registry.get(name) if NAME_PATTERN.fullmatch(name) else None
         label = integration.id if integration else "unknown"
         code = None
+        if self.guard is not None:
+            self.guard.begin(request.transport)
         try:
             response = await self._accept(request, integration)
         except Rejected as rejected:
             response, code = rejected.response(), rejected.code
+        finally:
+            if self.guard is not None:
+                self.guard.end(request.transport)
         status = response.status
         self.metrics.requests.inc(integration=label, status=str(status))
         if status == 401:
@@ -106,10 +115,16 @@ class WebhookHandler:
                             content_type="application/json")
 
     async def _read(self, request, integration, authenticated) -> bytes:
+        """The whole body within the body timeout: a client that never finishes it is cut off."""
         try:
-            return await request.read()
+            async with asyncio.timeout(self.settings.ingress_body_timeout_seconds):
+                return await request.read()
         except web.HTTPRequestEntityTooLarge:
             await self._too_large(request, integration, authenticated)
+        except TimeoutError:
+            raise Rejected(408, "request_timeout",
+                           f"the body did not arrive within {self.settings.ingress_body_timeout_seconds:g} s; "
+                           "send the whole request at once", close=True) from None
 
     async def _too_large(self, request, integration, authenticated):
         rejected = Rejected(413, "payload_too_large",

@@ -7,6 +7,7 @@ import logging
 
 from aiohttp import web
 
+from connectors.connection_guard import ConnectionGuard
 from connectors.health_publisher import HealthPublisher, instance_name
 from connectors.ingress import create_app
 from connectors.ingress_metrics import IngressMetrics
@@ -30,6 +31,8 @@ class IngressService:
         self.registry = IntegrationRegistry(settings)
         self.producer = None  # aiokafka clients must be made inside the running loop
         self.health: HealthPublisher | None = None
+        self.guard = ConnectionGuard(settings.ingress_max_connections, settings.ingress_idle_timeout_seconds)
+        self._server: asyncio.AbstractServer | None = None
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -43,16 +46,22 @@ class IngressService:
             logger.warning("integrations not loaded yet; serving anyway, /readyz says 503 until they are")
         activity = IngressActivity(instance_name(self.settings, "ingress", self.port))
         self.health = HealthPublisher(self.settings, self.producer, [activity.take_records])
-        app = create_app(self.settings, self.registry, self.producer, IngressMetrics(activity), activity)
+        app = create_app(self.settings, self.registry, self.producer, IngressMetrics(activity, self.guard),
+                         activity, self.guard)
         self._runner = web.AppRunner(app, access_log=logging.getLogger("freshstream.access"))
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        server = self._runner.server  # aiohttp's protocol factory, each connection wrapped by the guard
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: self.guard.protocol(server()), self.host, self.port, backlog=1024, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.guard.start()
         self.health.start()
         logger.info("ingress listening on http://%s:%d", self.host, self.port)
 
     async def stop(self) -> None:
+        if self._server:
+            self._server.close()  # no new connections; the runner then ends the open ones
+        await self.guard.stop()
         if self._runner:
             await self._runner.cleanup()
         if self.health:

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from streams.settings import Settings
+from streams.settings import Settings, SettingsError
 
 __all__ = ["client_options", "make_producer", "make_consumer", "ensure_topics",
            "topic_specs", "wait_for_broker", "partition_count", "true_ends", "ensure_topic"]
@@ -18,17 +18,47 @@ __all__ = ["client_options", "make_producer", "make_consumer", "ensure_topics",
 logger = logging.getLogger(__name__)
 
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
 def client_options(settings: Settings) -> dict:
-    """Connection options shared by every client: bootstrap, TLS and SASL."""
-    opts = {"bootstrap_servers": settings.bootstrap,
-            "security_protocol": settings.kafka_security_protocol}
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+    """Connection options shared by every aiokafka client: bootstrap, TLS and SASL."""
+    protocol, mechanism = _security(settings)
+    opts = {"bootstrap_servers": settings.bootstrap, "security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
         opts["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
-    if settings.kafka_security_protocol.startswith("SASL"):
-        opts.update(sasl_mechanism=settings.kafka_sasl_mechanism or "PLAIN",
-                    sasl_plain_username=settings.kafka_sasl_username,
+    if protocol.startswith("SASL"):
+        opts.update(sasl_mechanism=mechanism, sasl_plain_username=settings.kafka_sasl_username,
                     sasl_plain_password=settings.kafka_sasl_password)
     return opts
+
+
+def faust_credentials(settings: Settings):
+    """The same TLS and SASL settings in the form Faust's broker_credentials takes (None: plaintext)."""
+    import faust
+
+    protocol, mechanism = _security(settings)
+    context = (ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+               if protocol in ("SSL", "SASL_SSL") else None)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(username=settings.kafka_sasl_username, password=settings.kafka_sasl_password,
+                                     ssl_context=context, mechanism=mechanism)
+    return None
+
+
+def _security(settings: Settings) -> tuple[str, str]:
+    protocol = settings.kafka_security_protocol.upper()
+    mechanism = (settings.kafka_sasl_mechanism or "PLAIN").upper()
+    if protocol not in SECURITY_PROTOCOLS:
+        raise SettingsError(f"FRESHSTREAM_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol!r}: "
+                            f"use one of {', '.join(SECURITY_PROTOCOLS)}")
+    if protocol.startswith("SASL") and mechanism not in SASL_MECHANISMS:
+        raise SettingsError(f"FRESHSTREAM_KAFKA_SASL_MECHANISM={settings.kafka_sasl_mechanism!r}: "
+                            f"use one of {', '.join(SASL_MECHANISMS)}")
+    return protocol, mechanism
 
 
 def make_producer(settings: Settings, **overrides) -> AIOKafkaProducer:

@@ -21,7 +21,7 @@ from connectors.follower import TopicFollower
 from connectors.kafka import ensure_topic, make_consumer, make_producer, true_ends
 from streams.chat import ChatState, apply, expire
 from streams.contact import UNDEFINED_QUEUE, build_contact, contact_key, queue_for
-from streams.events import Skip, normalise
+from streams.events import Skip, normalise_or_skip
 from streams.group_names import GroupNames
 from streams.settings import Settings
 
@@ -120,7 +120,7 @@ def _apply_record(record, states, watermarks, partition_of_chat, contacts, names
         envelope = orjson.loads(record.value)
     except orjson.JSONDecodeError:
         return
-    event = normalise(envelope) if isinstance(envelope, dict) else Skip("unreadable_envelope")
+    event = normalise_or_skip(envelope)
     if isinstance(event, Skip):
         return
     chat = event.chat_key

@@ -7,11 +7,14 @@ so the worker can count it instead of crashing on it.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 
-__all__ = ["ChatEvent", "Skip", "normalise", "parse_time", "OPEN_STATUSES"]
+__all__ = ["ChatEvent", "Skip", "normalise", "normalise_or_skip", "parse_time", "OPEN_STATUSES"]
+
+logger = logging.getLogger(__name__)
 
 OPEN_STATUSES = {"new", "assigned", "resolved", "reopened", "reopen"}
 _WEBHOOK_SECTION = {"message_create": "message", "conversation_assignment": "assignment",
@@ -90,9 +93,21 @@ def normalise(envelope: dict) -> ChatEvent | Skip:
                      at=at, timeless=timeless, **fields)
 
 
+def normalise_or_skip(envelope) -> ChatEvent | Skip:
+    """normalise, with a bug in it counted as a skip: one poison record must not stop the
+    worker's agent, which would crash on the same record again after every restart."""
+    if not isinstance(envelope, dict):
+        return Skip("unreadable_envelope")
+    try:
+        return normalise(envelope)
+    except Exception:  # noqa: BLE001 - logged with its traceback, counted, and the stream goes on
+        logger.exception("normalise failed on event %s; skipped", envelope.get("event_id"))
+        return Skip("normalise_error")
+
+
 def _webhook(payload: dict, data: dict):
     action = payload.get("action")
-    if action not in _WEBHOOK_KIND:
+    if not isinstance(action, str) or action not in _WEBHOOK_KIND:  # a list would not even hash
         return Skip("unsupported_action")
     section = data.get(_WEBHOOK_SECTION[action])
     section = section if isinstance(section, dict) else {}

@@ -18,7 +18,7 @@ import orjson
 
 from streams.chat import ChatState, Closed, apply, expire
 from streams.contact import UNDEFINED_QUEUE, build_contact, contact_key, queue_for
-from streams.events import ChatEvent, Skip, normalise
+from streams.events import ChatEvent, Skip, normalise_or_skip
 from streams.worker_metrics import WorkerMetrics
 
 __all__ = ["ContactProcessor", "Emit"]
@@ -79,7 +79,7 @@ class ContactProcessor:
             envelope = orjson.loads(value)
         except orjson.JSONDecodeError:
             envelope = None
-        event = normalise(envelope) if isinstance(envelope, dict) else Skip("unreadable_envelope")
+        event = normalise_or_skip(envelope)
         if isinstance(event, Skip):
             self.metrics.skipped.inc(reason=event.reason)
             return None

@@ -39,6 +39,9 @@ class Settings:
     health_topic: str = "freshstream.health"  # integration health, compacted (integrations status reads it)
     raw_retention_ms: int = 7 * 24 * 3600 * 1000
     produce_timeout: float = 10.0
+    ingress_body_timeout_seconds: float = 10.0  # a request body must arrive whole within this
+    ingress_idle_timeout_seconds: float = 30.0  # a connection without a request this long is closed
+    ingress_max_connections: int = 512  # connections beyond this are closed at once
     max_body_bytes: int = 1024 * 1024
     retry_after_seconds: int = 5
     secret_key: str = field(default="", repr=False)  # Fernet key for API keys at rest

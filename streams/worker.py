@@ -16,6 +16,7 @@ import faust
 
 from connectors.group_feed import GroupFeed
 from connectors.health_publisher import instance_name
+from connectors.kafka import faust_credentials
 from connectors.lag_monitor import LagMonitor
 from connectors.metrics import Gauge
 from connectors.worker_health import WorkerHealth
@@ -42,6 +43,7 @@ class WorkerParts:
 def _faust_app(settings: Settings, partitions: int, web_port: int) -> faust.App:
     return faust.App(
         settings.worker_app_id, broker=f"kafka://{settings.bootstrap}", store=settings.worker_store,
+        broker_credentials=faust_credentials(settings),
         topic_partitions=partitions, key_serializer="raw", value_serializer="raw",
         processing_guarantee=settings.processing_guarantee, producer_acks=-1,
         broker_session_timeout=6, broker_heartbeat_interval=1, broker_commit_interval=1.0,

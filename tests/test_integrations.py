@@ -67,3 +67,19 @@ def test_wrong_secret_key_is_a_clear_error(tmp_path):
         decrypt_api_key(other, record)
     with pytest.raises(IntegrationError, match="not a Fernet key"):
         load_cipher(Settings(secret_key="short"))
+
+
+def test_keys_are_compared_in_constant_time(monkeypatch):
+    """Through hmac.compare_digest, on hashes of equal length: timing says nothing about the key."""
+    import hmac
+
+    import connectors.integrations as integrations
+
+    calls = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(integrations.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
+    key = integrations.new_ingress_key()
+    record = integrations.new_integration("acme", "acme.freshchat.com", key)
+    assert record.key_matches(key) and not record.key_matches(key[:-1] + "x") and not record.key_matches("")
+    assert len(calls) == 3 and all(len(a) == len(b) for a, b in calls)
+    assert key not in record.to_json().decode()
