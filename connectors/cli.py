@@ -68,6 +68,17 @@ def _configure_logging(settings: Settings) -> None:
                 logging.getLevelName(settings.library_log_level.upper()))
     for library in ("aiokafka", "faust", "mode", "httpx", "httpcore"):
         logging.getLogger(library).setLevel(level)
+    logging.getLogger("aiohttp.server").addFilter(_malformed_request_filter)
+
+
+def _malformed_request_filter(record: logging.LogRecord) -> bool:
+    """Drop aiohttp's ERROR-with-traceback for malformed HTTP: it is the client's fault, the
+    client already got a 400 naming it, and the traceback quotes the offending header line,
+    which may be an Authorization header. Errors in our own handlers are still logged."""
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, HttpProcessingError)
 
 
 async def _dispatch(args, settings: Settings) -> int:

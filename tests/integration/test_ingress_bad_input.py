@@ -160,3 +160,32 @@ def test_idle_connections_are_bounded_and_swept_and_service_goes_on(guarded, add
             for line in metrics.splitlines())
     for sock in idle:
         sock.close()
+
+
+def test_a_malformed_header_is_answered_and_not_logged_with_its_bytes(guarded):
+    import logging
+
+    from connectors.cli import _malformed_request_filter
+
+    logger = logging.getLogger("aiohttp.server")
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record)
+
+    handler = Keep()
+    logger.addFilter(_malformed_request_filter)
+    logger.addHandler(handler)
+    try:
+        sock = raw_connection(guarded)
+        sock.sendall(b"POST /webhooks/freshchat/acme HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer fsk_not_a_real_key\x7f\r\nContent-Length: 0\r\n\r\n")
+        sock.settimeout(5)
+        answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.0 400") and b"Invalid header value char" in answer
+        assert closed_by_server(sock, 5)
+    finally:
+        logger.removeHandler(handler)
+        logger.removeFilter(_malformed_request_filter)
+    assert not [r for r in seen if "fsk_not_a_real_key" in r.getMessage() + str(r.exc_info)]

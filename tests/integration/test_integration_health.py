@@ -54,8 +54,11 @@ def test_statuses_say_which_side_stopped(loop_thread, settings, ingress, fake_fr
         assert post(ingress, "rotated", keys["rotated"]) == 202
         new_key = new_ingress_key()
         SECRETS.add(new_key)
-        loop_thread.run(put_integration(settings, records["rotated"].with_key(new_key)))
-        wait_until(lambda: post(ingress, "rotated", new_key) == 202, what="the rotation reached the ingress")
+        rotated = records["rotated"].with_key(new_key)
+        loop_thread.run(put_integration(settings, rotated))
+        # wait on the registry, not by posting: a post before the rotation lands is a 401 that counts
+        wait_until(lambda: ingress.registry.get("rotated") == rotated, what="the rotation reached the ingress")
+        assert post(ingress, "rotated", new_key) == 202
         refused = [post(ingress, "rotated", keys["rotated"]) for _ in range(settings.health_reject_threshold)]
         assert refused == [401] * settings.health_reject_threshold
 
