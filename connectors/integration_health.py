@@ -51,19 +51,22 @@ class IngressActivity:
         self._seen: dict[str, _Seen] = {}
         self._changed: set[str] = set()
 
+    def _of(self, integration: str) -> _Seen:
+        self._changed.add(integration)
+        seen = self._seen.get(integration)
+        return seen if seen is not None else self._seen.setdefault(integration, _Seen())
+
     def accepted(self, integration: str) -> None:
-        seen = self._seen.get(integration) or self._seen.setdefault(integration, _Seen())
+        seen = self._of(integration)
         seen.last_accepted = self._clock()
         seen.accepted_requests += 1
-        self._changed.add(integration)
 
     def rejected(self, integration: str, status: int, error: str) -> None:
-        seen = self._seen.get(integration) or self._seen.setdefault(integration, _Seen())
+        seen = self._of(integration)
         seen.last_reject = now = self._clock()
         seen.last_reject_status, seen.last_reject_error = status, error
         if status == 401:
             seen.auth_failures.append(now)
-        self._changed.add(integration)
 
     def last_accepted(self) -> dict[str, float]:
         return {i: s.last_accepted for i, s in self._seen.items() if s.last_accepted is not None}

@@ -29,7 +29,7 @@ class WorkerHealth:
         self.settings, self._integrations = settings, integrations
         self.api = ApiHealth(instance)
         self.view = HealthView()
-        self._parts: list = []
+        self._producer = self._publisher = self._follower = None
 
     async def start(self) -> None:
         self._producer = make_producer(self.settings)
@@ -40,7 +40,7 @@ class WorkerHealth:
         self._publisher.start()
 
     async def stop(self) -> None:
-        if hasattr(self, "_publisher"):
+        if self._publisher is not None:
             await self._publisher.stop()
             await self._follower.stop()
             await self._producer.stop()
