@@ -156,6 +156,8 @@ async def start_broker(machine: Machine, settings: Settings) -> subprocess.Popen
 class Worker:
     """A `freshstream worker` child: start, /readyz, /metrics, RSS, stop."""
 
+    verb = ["worker", "--web-port"]  # the port flag follows the verb
+
     def __init__(self, machine: Machine, settings: Settings, name: str) -> None:
         self.machine, self.settings, self.name = machine, settings, name
         self.port = free_port()
@@ -168,7 +170,7 @@ class Worker:
         self.cwd.mkdir(exist_ok=True)
         self.started_at = time.time()
         self.proc = self.machine.children.start(
-            self.name, [sys.executable, "-m", "connectors.cli", "worker", "--web-port", str(self.port)],
+            self.name, [sys.executable, "-m", "connectors.cli", *self.verb, str(self.port)],
             env=bench_env(self.settings), log=self.log, cwd=self.cwd, cpus=self.machine.subject_cpus)
         return self
 

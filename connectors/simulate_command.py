@@ -7,6 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import aiohttp
 import httpx
@@ -15,10 +16,13 @@ import orjson
 from connectors.simulation import Delivery, Scenario, build_scenario
 from streams.settings import Settings
 
-__all__ = ["add_parser", "run", "post_scenario", "SimulationError"]
+__all__ = ["add_parser", "run", "post_scenario", "RetryPolicy", "SimulationError"]
 
 MAX_ATTEMPTS = 6  # per delivery, for 503s and connection failures
 MAX_RETRY_AFTER = 30.0  # seconds; a longer Retry-After is capped so a run cannot stall for minutes
+
+
+OnAccepted = Callable[[int, Delivery, list, float], None]  # (index, delivery, event ids, wall time of the 202)
 
 
 class SimulationError(RuntimeError):
@@ -59,12 +63,15 @@ async def run(args, settings: Settings, out) -> int:
 
 
 async def post_scenario(url: str, integration: str, key: str, scenario: Scenario, rate: float | None = None,
-                        concurrency: int = 8, *, client: httpx.AsyncClient | None = None) -> dict:
+                        concurrency: int = 8, *, client: httpx.AsyncClient | None = None,
+                        retry: "RetryPolicy | None" = None, on_accepted: OnAccepted | None = None) -> dict:
     """POST every delivery in order; one chat's deliveries strictly one after another. Returns the summary.
 
     Posts with aiohttp's client: httpx's connection pool costs ~2 ms of CPU per request
     at 64 connections (measured), which capped a 30,000-delivery run at ~330/s. An
-    injected httpx client (tests with MockTransport) is still honoured.
+    injected httpx client (tests with MockTransport) is still honoured. `on_accepted`
+    hears of every 202 as it arrives (the benches time latency and check event ids with
+    it); `retry` lets a fault bench outlast a paused broker.
     """
     endpoint = f"{url.rstrip('/')}/webhooks/freshchat/{integration}"
     started = time.monotonic()
@@ -74,7 +81,7 @@ async def post_scenario(url: str, integration: str, key: str, scenario: Scenario
                                         timeout=aiohttp.ClientTimeout(total=30.0))
     try:
         send = _aiohttp_sender(session, endpoint) if session else _httpx_sender(client, endpoint)
-        poster = _Poster(send, key, concurrency)
+        poster = _Poster(send, key, concurrency, retry or RetryPolicy(), on_accepted)
         await poster.post_all(scenario.deliveries, rate)
     finally:
         if session is not None:
@@ -88,8 +95,10 @@ async def post_scenario(url: str, integration: str, key: str, scenario: Scenario
 class _Poster:
     """Sends deliveries with bounded concurrency, keeping each chat's deliveries in order."""
 
-    def __init__(self, send, key: str, concurrency: int) -> None:
+    def __init__(self, send, key: str, concurrency: int, retry: "RetryPolicy",
+                 on_accepted: OnAccepted | None = None) -> None:
         self.send, self.endpoint = send, send.endpoint
+        self.retry, self.on_accepted = retry, on_accepted
         self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         self.slots = asyncio.Semaphore(concurrency)  # requests in flight
         self.queued = asyncio.Semaphore(concurrency * 64)  # deliveries dispatched, bounds memory
@@ -136,24 +145,27 @@ class _Poster:
     async def _post(self, index: int, delivery: Delivery) -> None:
         headers = {**self.headers, **delivery.headers}
         base = int(delivery.headers.get("X-Retry-Count", "0"))
-        for attempt in range(MAX_ATTEMPTS):
+        for attempt in range(self.retry.attempts):
             if attempt:
                 self.retries += 1
                 headers["X-Retry-Count"] = str(base + attempt)  # what Freshchat sends on a retry
             try:
                 response = await self.send(delivery.body, headers)
             except (httpx.TransportError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                reason, pause = f"cannot reach {self.endpoint} ({type(exc).__name__})", 0.25 * 2 ** attempt
+                reason, pause = f"cannot reach {self.endpoint} ({type(exc).__name__})", self.retry.backoff(attempt)
             else:
                 if response.status_code == 202:
-                    self.accepted += int(response.json().get("accepted", 0))
+                    answer = response.json()
+                    self.accepted += int(answer.get("accepted", 0))
+                    if self.on_accepted is not None:
+                        self.on_accepted(index, delivery, answer.get("event_ids", []), time.time())
                     return
                 if response.status_code != 503:
                     raise SimulationError(_refusal(index, delivery, response))
-                reason, pause = "the ingress answered 503 (broker unavailable)", _retry_after(response, attempt)
-            if attempt + 1 < MAX_ATTEMPTS:
+                reason, pause = "the ingress answered 503 (broker unavailable)", self.retry.after(response, attempt)
+            if attempt + 1 < self.retry.attempts:
                 await asyncio.sleep(pause)
-        raise SimulationError(f"delivery {index} (chat {delivery.chat}) failed {MAX_ATTEMPTS} times: {reason}")
+        raise SimulationError(f"delivery {index} (chat {delivery.chat}) failed {self.retry.attempts} times: {reason}")
 
 
 @dataclass(frozen=True)
@@ -193,12 +205,23 @@ def _lower(headers) -> dict:
     return {name.lower(): value for name, value in headers.items()}
 
 
-def _retry_after(response: _Answer, attempt: int) -> float:
-    """Honour Retry-After (seconds) when present, else back off exponentially."""
-    try:
-        return min(MAX_RETRY_AFTER, max(0.0, float(response.headers["retry-after"])))
-    except (KeyError, ValueError):
-        return min(MAX_RETRY_AFTER, 0.25 * 2 ** attempt)
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a delivery is tried on a 503 or a connection failure, and the longest pause between tries."""
+
+    attempts: int = MAX_ATTEMPTS
+    max_pause: float = MAX_RETRY_AFTER
+
+    def after(self, response: _Answer, attempt: int) -> float:
+        """Honour Retry-After (seconds) when present, else back off exponentially."""
+        try:
+            return min(self.max_pause, max(0.0, float(response.headers["retry-after"])))
+        except (KeyError, ValueError):
+            return self.backoff(attempt)
+
+    def backoff(self, attempt: int) -> float:
+        """0.25 s doubling per attempt, capped."""
+        return min(self.max_pause, 0.25 * 2 ** min(attempt, 16))
 
 
 def _refusal(index: int, delivery: Delivery, response: _Answer) -> str:

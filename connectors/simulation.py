@@ -36,6 +36,7 @@ class Delivery:
     body: bytes
     headers: dict[str, str]
     chat: str  # conversation id
+    closes: int = 0  # the cycle whose contact this delivery must produce (first attempt only), else 0
 
 
 @dataclass
@@ -46,11 +47,16 @@ class Scenario:
     expected: list[dict] = field(default_factory=list)
 
 
-def build_scenario(integration: str, chats: int, seed: int, start: datetime | None = None) -> Scenario:
-    """A deterministic scenario of `chats` chats: the same arguments always give the same bytes."""
+def build_scenario(integration: str, chats: int, seed: int, start: datetime | None = None,
+                   first_index: int = 0) -> Scenario:
+    """A deterministic scenario of `chats` chats: the same arguments always give the same bytes.
+
+    Chats are numbered from `first_index`, so scenarios built back to back (a soak posts
+    one after another) never share a conversation id.
+    """
     rng = random.Random(seed)
     start_ms = int((start or DEFAULT_START).timestamp() * 1000)
-    simulated = [generate_chat(rng, index, start_ms) for index in range(chats)]
+    simulated = [generate_chat(rng, index, start_ms) for index in range(first_index, first_index + chats)]
     sequences = [_chat_sequence(rng, chat) for chat in simulated]
     deliveries = _interleave(rng, simulated, sequences)
     expected = sorted((c for chat in simulated for c in expected_contacts(integration, chat)),
@@ -86,12 +92,14 @@ def _interleave(rng: random.Random, chats: list[SimChat], sequences) -> list[Del
     keyed = []
     for c, (chat, sequence) in enumerate(zip(chats, sequences)):
         bodies, last = {}, 0
+        closers = {id(cycle[-1]): n for n, cycle in enumerate(chat.cycles, 1)}
         for s, (event, retry) in enumerate(sequence):
             when = last + rng.randint(1_000, 60_000) if retry else event.time_ms + rng.randint(0, 3_000)
             last = max(last + 1, when)
             body = bodies.setdefault(id(event), orjson.dumps(render(chat, event)))
             headers = {"X-Retry-Count": str(retry)} if retry else {}
-            keyed.append((last, c, s, Delivery(body, headers, chat.conversation_id)))
+            closes = 0 if retry else closers.get(id(event), 0)
+            keyed.append((last, c, s, Delivery(body, headers, chat.conversation_id, closes)))
     keyed.sort(key=lambda k: k[:3])
     return [k[3] for k in keyed]
 

@@ -50,6 +50,7 @@ class Settings:
     worker_web_host: str = "127.0.0.1"
     worker_web_port: int = 6066
     worker_batch_size: int = 1000
+    worker_fetch_max_wait_ms: int = 100  # longest wait for raw records per fetch (Faust's own: 1500)
     processing_guarantee: str = "at_least_once"  # exactly_once needs real Kafka
     chat_expiry_seconds: int = 7 * 24 * 3600
     expiry_check_seconds: float = 60.0

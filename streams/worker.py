@@ -20,6 +20,7 @@ from connectors.kafka import faust_credentials
 from connectors.lag_monitor import LagMonitor
 from connectors.metrics import Gauge
 from connectors.worker_health import WorkerHealth
+from streams.faust_transport import App
 from streams.group_names import GroupNames
 from streams.processor import ContactProcessor
 from streams.settings import Settings
@@ -41,8 +42,8 @@ class WorkerParts:
 
 
 def _faust_app(settings: Settings, partitions: int, web_port: int) -> faust.App:
-    return faust.App(
-        settings.worker_app_id, broker=f"kafka://{settings.bootstrap}", store=settings.worker_store,
+    return App(
+        settings.worker_app_id, fetch_max_wait_ms=settings.worker_fetch_max_wait_ms, broker=f"kafka://{settings.bootstrap}", store=settings.worker_store,
         broker_credentials=faust_credentials(settings),
         topic_partitions=partitions, key_serializer="raw", value_serializer="raw",
         processing_guarantee=settings.processing_guarantee, producer_acks=-1,

@@ -64,6 +64,24 @@ def test_start_moves_every_time():
     assert [ms(c["started_at"]) - 86_400_000 for c in later.expected] == [ms(c["started_at"]) for c in base.expected]
 
 
+def test_each_expected_contact_has_one_closing_delivery_at_its_resolved_time():
+    """What the soak bench times latency from: the first delivery of a cycle's closing event."""
+    chosen = scenario()
+    closers = Counter(f"acme-sim:{d.chat}:{d.closes}" for d in chosen.deliveries if d.closes)
+    assert closers == Counter(c["contact_id"] for c in chosen.expected)
+    resolved = {c["contact_id"]: ms(c["resolved_at"]) for c in chosen.expected}
+    for delivery in chosen.deliveries:
+        if delivery.closes:
+            assert "X-Retry-Count" not in delivery.headers
+            assert event_ms(orjson.loads(delivery.body)) == resolved[f"acme-sim:{delivery.chat}:{delivery.closes}"]
+
+
+def test_first_index_gives_back_to_back_scenarios_distinct_chats():
+    first, second = build_scenario("acme-sim", 300, 3), build_scenario("acme-sim", 300, 4, first_index=300)
+    assert not {d.chat for d in first.deliveries} & {d.chat for d in second.deliveries}
+    assert build_scenario("acme-sim", 300, 3, first_index=0).deliveries == first.deliveries
+
+
 def test_every_body_passes_the_ingress_validator_and_names_its_chat():
     for delivery in scenario().deliveries:
         events = parse_body(delivery.body)
