@@ -9,6 +9,7 @@ ground truth next to it, and compare what reached the contacts topic with that t
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from connectors.registry import IntegrationStore
 from connectors.simulation import GROUPS, Delivery, Scenario, build_scenario
 from streams.settings import Settings
 
-__all__ = ["Ingress", "Worker", "Pipeline", "ContactLog", "Truth", "tree_pids", "tree_rss", "segments",
+__all__ = ["Ingress", "Worker", "Pipeline", "ContactLog", "Truth", "tree_pids", "tree_rss", "tree_cpu", "segments",
            "raw_event_ids", "percentile", "slope", "BenchError", "Machine", "Children", "wait_for"]
 
 INTEGRATION = "bench"
@@ -58,6 +59,18 @@ def tree_pids(pid: int) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its live descendants."""
+    ticks = 0
+    for member in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def tree_rss(pid: int) -> int:
@@ -139,6 +152,12 @@ class Pipeline:
         """Resident memory of each role now (a role's processes summed)."""
         figures = {"ingress": tree_rss(self.ingress.proc.pid), "broker": tree_rss(self.broker.pid)}
         figures["worker"] = sum(tree_rss(w.proc.pid) for w in self.workers)
+        return figures
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each role (workers summed, those already gone not counted)."""
+        figures = {"ingress": tree_cpu(self.ingress.proc.pid), "broker": tree_cpu(self.broker.pid)}
+        figures["worker"] = sum(tree_cpu(w.proc.pid) for w in self.workers)
         return figures
 
     def logs(self) -> list[Path]:
@@ -234,14 +253,15 @@ class Truth:
             return wanted is not None and {k: v for k, v in contact.items() if k != "emitted_at"} == wanted
 
         seen = log.contacts.keys()
-        latencies = sorted(log.first_seen[cid] - at for cid, at in self.resolved_202.items() if cid in seen)
+        timed = sorted((at, log.first_seen[cid] - at) for cid, at in self.resolved_202.items() if cid in seen)
         return {
             "expected": len(self.expected), "seen": len(seen), "records": log.records,
             "lost": sorted(self.expected.keys() - seen), "unexpected": sorted(seen - self.expected.keys()),
             "duplicates": [c["contact_id"] for c in log.copies],
             "differing": [c["contact_id"] for c in [*log.contacts.values(), *log.copies]
                           if c["contact_id"] in self.expected and not same(c)],
-            "latencies": latencies,
+            "latencies": sorted(latency for _, latency in timed),
+            "timed_latencies": timed,  # (202 wall time, latency), in order of the 202s
         }
 
 

@@ -20,7 +20,8 @@ FRESHSTREAM_CHAT_EXPIRY_SECONDS (7 days) of event time, to recognise late retrie
 reopens; in real time the state would take a week to reach its steady size and
 "flat once warm" could not be seen in minutes. So the traffic is posted in segments
 of simulated chats, each 18 h of event time after the one before, sized so that
-7 days of event time pass in the first --warm-share of the run. After that the
+9 days of event time (a chat's last event comes within 2 days of its first, and it is
+kept 7 days after) pass in the first --warm-share of the run. After that the
 worker forgets about as many chats as it opens, and its memory must stop growing.
 The embedded broker keeps every record in memory (DESIGN §2) and never deletes any,
 so its memory grows with the data by design; its slope is reported per event
@@ -29,7 +30,7 @@ accepted, next to the bytes posted per event.
 Run from the repository root (10 minutes with the defaults):
 
     .venv/bin/python bench/soak.py [--rate 500] [--duration 600] [--sample-seconds 10]
-        [--seed 1] [--concurrency 64] [--warm-share 0.3]
+        [--seed 1] [--concurrency 64] [--warm-share 0.3] [--setting NAME=VALUE ...]
 
 Nothing is pinned: ingress, worker, broker, watcher and this poster share the
 machine's cores, as they do under `freshstream dev`. Exit status 0 when no contact
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import math
 import signal
 import sys
@@ -53,11 +55,14 @@ sys.path.insert(0, str(ROOT))  # run as a script from bench/: import the work tr
 
 from connectors.simulate_command import post_scenario  # noqa: E402
 from connectors.simulation import DEFAULT_START, Scenario, build_scenario  # noqa: E402
+from streams.settings import Settings  # noqa: E402
 from pipeline import (BenchError, Children, ContactLog, Machine, Pipeline, Truth, percentile,  # noqa: E402
                       segments, slope)
 
 SEGMENT_SPACING = timedelta(hours=18)  # chats of a segment start within 18 h (simulation_chats)
-STATE_KEPT = timedelta(days=7)  # the worker's default chat expiry
+# A chat is forgotten 7 days (the default expiry) after it closed, and closes within 2 days of
+# its segment's start: after this much event time as many chats are forgotten as opened.
+STATE_KEPT = timedelta(days=7) + timedelta(days=2)
 LATENCY_GOAL_S = 1.0
 FLAT_GOAL = 0.05  # a warm process's fitted RSS may move less than 5% over the warm window
 DRAIN_TIMEOUT_S = 180.0
@@ -89,11 +94,15 @@ class Sampler:
     def take(self) -> None:
         self.log.read()
         sample = {"t": time.time() - self.began, "accepted": self.truth.accepted, "contacts": self.log.records,
-                  **self.pipeline.rss()}
+                  **self.pipeline.rss(), "cpu": self.pipeline.cpu()}
+        previous = self.samples[-1] if self.samples else {"t": 0.0, "cpu": sample["cpu"]}
+        elapsed = max(sample["t"] - previous["t"], 1e-9)
+        busy = {role: (sample["cpu"][role] - previous["cpu"][role]) / elapsed for role in sample["cpu"]}
         self.samples.append(sample)
         print(f"  {sample['t']:6.0f} s  accepted {sample['accepted']:>9,}  contacts {sample['contacts']:>7,}  "
-              f"RSS MiB: ingress {sample['ingress'] / 2**20:6.1f}  worker {sample['worker'] / 2**20:6.1f}  "
-              f"broker {sample['broker'] / 2**20:7.1f}", flush=True)
+              f"RSS MiB: ingress {sample['ingress'] / 2**20:5.1f}  worker {sample['worker'] / 2**20:5.1f}  "
+              f"broker {sample['broker'] / 2**20:6.1f}  CPU: ingress {busy['ingress']:4.0%}  "
+              f"worker {busy['worker']:4.0%}  broker {busy['broker']:4.0%}", flush=True)
 
 
 async def soak(args, machine: Machine) -> int:
@@ -110,7 +119,7 @@ async def soak(args, machine: Machine) -> int:
     print(f"  built {len(scenario.deliveries):,} deliveries, {len(truth.expected):,} expected contacts "
           f"in {time.perf_counter() - built:.1f} s", flush=True)
 
-    pipeline = Pipeline.configure(machine)
+    pipeline = Pipeline.configure(machine, **args.setting)
     await pipeline.start()
     log = ContactLog(pipeline).start()
     print(f"  broker, ingress ({pipeline.ingress.url}) and worker ready; logs in {machine.workdir}", flush=True)
@@ -163,6 +172,7 @@ def report(args, truth: Truth, result: dict, samples: list[dict], warm: list[dic
     for what in ("lost", "unexpected", "differing"):
         rows.append((f"  {what}", f"{len(result[what]):,}", "", "", "0", _met(not result[what])))
     rows.append(("  duplicates", f"{len(result['duplicates']):,}", "", "", "at-least-once: allowed", ""))
+    print_latency_by_minute(result["timed_latencies"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print(f"\nsummary ({len(samples)} memory samples, {len(warm)} after warm-up at "
           f"{args.duration * args.warm_share:.0f} s)")
@@ -175,8 +185,31 @@ def report(args, truth: Truth, result: dict, samples: list[dict], warm: list[dic
             print(f"  {what}: {', '.join(result[what][:5])}{' …' if len(result[what]) > 5 else ''}")
 
 
+def print_latency_by_minute(timed: list[tuple[float, float]]) -> None:
+    """p50/p99/max per minute of the run, by when the closing delivery was accepted: drift shows here."""
+    if not timed:
+        return
+    start = timed[0][0]
+    minutes: dict[int, list[float]] = {}
+    for at, latency in timed:
+        minutes.setdefault(int((at - start) // 60), []).append(latency)
+    print("\nlatency 202 → contact by minute of the run")
+    for minute, values in sorted(minutes.items()):
+        values.sort()
+        print(f"  minute {minute + 1:>3}: {len(values):>6,} contacts  p50 {percentile(values, 0.5) * 1000:7,.0f} ms  "
+              f"p99 {percentile(values, 0.99) * 1000:7,.0f} ms  max {values[-1] * 1000:7,.0f} ms")
+
+
 def _met(ok: bool) -> str:
     return "met" if ok else "NOT met"
+
+
+def _coerce(name: str, text: str):
+    """A --setting value as its Settings field's type."""
+    kinds = {f.name: f.type for f in dataclasses.fields(Settings)}
+    if name not in kinds:
+        raise KeyError(f"no Settings field {name!r}")
+    return {"int": int, "float": float}.get(str(kinds[name]), str)(text)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -188,7 +221,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight at most (default 64)")
     parser.add_argument("--warm-share", type=float, default=0.3,
                         help="share of the run by which the worker's state reaches its steady size (default 0.3)")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a Settings field for every child, e.g. worker_fetch_max_wait_ms=1500 (repeatable)")
     args = parser.parse_args(argv)
+    try:
+        args.setting = {name: _coerce(name, value) for name, _, value in
+                        (item.partition("=") for item in args.setting)}
+    except (KeyError, ValueError) as exc:
+        parser.error(f"--setting: {exc}")
     if min(args.rate, args.duration, args.sample_seconds, args.concurrency) <= 0 or not 0 < args.warm_share < 1:
         parser.error("--rate, --duration, --sample-seconds and --concurrency must be above 0; "
                      "--warm-share between 0 and 1")

@@ -5,15 +5,14 @@ from __future__ import annotations
 import collections
 import subprocess
 import sys
-import time
 
 import orjson
 import pytest
 
 from connectors.simulation import GROUPS, build_scenario
 from connectors.integrations import load_cipher, new_ingress_key, new_integration
-from tests.kafka_records import SECRETS, put_integration, read_topic, wait_until
-from tests.processes import IngressProcess, WorkerProcess, settings_env
+from tests.kafka_records import SECRETS, put_integration, read_topic
+from tests.processes import IngressProcess, settings_env
 from tests.schemas import assert_valid
 
 pytestmark = pytest.mark.integration
@@ -98,36 +97,3 @@ def test_simulated_traffic_gives_exactly_the_expected_contacts(loop_thread, sett
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
         by_partition[record.partition].append(orjson.loads(record.value)["emitted_at"])
     assert all(times == sorted(times) for times in by_partition.values()), "a partition is out of emission order"
-
-
-def test_sigkill_mid_run_loses_nothing_and_repeats_only_emitted_ids(loop_thread, settings, ingress, acme_key,
-                                                                     tmp_path):
-    expected = {c["contact_id"]: c for c in comparable(build_scenario("acme", CHATS, seed=11).expected)}
-    worker = WorkerProcess(settings, tmp_path, "before-kill").start()
-    posting = simulate(settings, ingress, acme_key, 11, tmp_path / "expected.jsonl")
-    try:
-        wait_until(lambda: len(loop_thread.run(read_topic(settings, settings.contacts_topic, len(expected) // 3,
-                                                          timeout=1))) >= len(expected) // 3,
-                   timeout=180, interval=0.5, what="a third of the contacts")
-        worker.kill()
-        killed_at = time.monotonic()
-        worker = WorkerProcess(settings, tmp_path, "after-kill").start()
-        print(f"worker back {time.monotonic() - killed_at:.1f} s after SIGKILL")
-        finished(posting, tmp_path / "expected.jsonl")
-        wait_until(lambda: {orjson.loads(r.value)["contact_id"] for r in loop_thread.run(
-            read_topic(settings, settings.contacts_topic, 10 * len(expected), timeout=1))} >= set(expected),
-            timeout=180, interval=1, what="every expected contact")
-    finally:
-        worker.stop()
-        if posting.poll() is None:
-            posting.kill()
-    contacts = [orjson.loads(r.value) for r in loop_thread.run(
-        read_topic(settings, settings.contacts_topic, 10 * len(expected), timeout=3))]
-    seen = collections.Counter(c["contact_id"] for c in contacts)
-    duplicates = sum(n - 1 for n in seen.values())
-    print(f"{len(contacts)} contacts for {len(expected)} expected: {duplicates} duplicates after SIGKILL")
-    assert set(seen) == set(expected), (f"missing {sorted(set(expected) - set(seen))[:5]}, unexpected "
-                                        f"{[c for c in contacts if c['contact_id'] not in expected][:3]} "
-                                        f"(worker logs in {tmp_path})")
-    for contact in contacts:
-        assert {k: v for k, v in contact.items() if k != "emitted_at"} == expected[contact["contact_id"]]
