@@ -127,6 +127,23 @@ def test_a_body_that_never_finishes_gets_408_and_the_connection_closes(guarded):
     assert closed_by_server(sock, 5)
 
 
+def test_an_oversized_body_is_refused_from_its_length_before_a_byte_of_it_is_sent(guarded, add_integration):
+    """The 413 comes from Content-Length alone: the ingress never waits for (or buffers) 50 MB."""
+    key = add_integration("acme-huge")
+    sock = raw_connection(guarded)
+    sock.sendall(b"POST /webhooks/freshchat/acme-huge HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Authorization: Bearer {key}\r\nContent-Length: {50 * 1024 * 1024}\r\n\r\n".encode())
+    sock.settimeout(5)
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b'"payload_too_large"' in answer
+
+
 def test_a_request_trickled_byte_by_byte_is_cut_off(guarded):
     sock = raw_connection(guarded)
     started = time.monotonic()
