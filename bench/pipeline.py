@@ -8,12 +8,10 @@ ground truth next to it, and compare what reached the contacts topic with that t
 
 from __future__ import annotations
 
-import asyncio
 import os
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -310,15 +308,3 @@ def slope(points: list[tuple[float, float]]) -> float:
     if len(points) < 2:
         return 0.0
     return statistics.linear_regression([x for x, _ in points], [y for _, y in points]).slope
-
-
-async def timed(what: str, coroutine, timeout: float):
-    """Await with a deadline that names what it was waiting for."""
-    try:
-        return await asyncio.wait_for(coroutine, timeout)
-    except asyncio.TimeoutError:
-        raise BenchError(f"timed out after {timeout:.0f} s: {what}") from None
-
-
-def now() -> float:
-    return time.time()

@@ -92,6 +92,18 @@ def test_random_bodies_and_headers_get_a_documented_answer_and_accepted_events_a
     assert accepted and set(accepted) <= got, f"{len(set(accepted) - got)} acknowledged events are not on the raw topic"
 
 
+def read_answer(sock: socket.socket, within: float) -> bytes:
+    """One HTTP answer with a JSON body, read until its closing brace or the server closes."""
+    sock.settimeout(within)
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    return answer
+
+
 def raw_connection(service) -> socket.socket:
     return socket.create_connection(("127.0.0.1", service.port), timeout=10)
 
@@ -114,13 +126,7 @@ def test_a_body_that_never_finishes_gets_408_and_the_connection_closes(guarded):
     sock.sendall(b"POST /webhooks/freshchat/acme HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                  b"Content-Length: 1000\r\n\r\n{\"action\":")
     started = time.monotonic()
-    sock.settimeout(10)
-    answer = b""
-    while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        answer += chunk
+    answer = read_answer(sock, 10)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b'"request_timeout"' in answer and b"send the whole request at once" in answer
     assert time.monotonic() - started < 5
@@ -133,13 +139,7 @@ def test_an_oversized_body_is_refused_from_its_length_before_a_byte_of_it_is_sen
     sock = raw_connection(guarded)
     sock.sendall(b"POST /webhooks/freshchat/acme-huge HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                  + f"Authorization: Bearer {key}\r\nContent-Length: {50 * 1024 * 1024}\r\n\r\n".encode())
-    sock.settimeout(5)
-    answer = b""
-    while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        answer += chunk
+    answer = read_answer(sock, 5)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b'"payload_too_large"' in answer
 
