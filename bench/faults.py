@@ -195,8 +195,7 @@ class Injector:
 
     async def worker_leave(self) -> str:
         leaving = self.pipeline.workers[-1]
-        code = await self.pipeline.machine.children.stop(leaving.proc)
-        self.pipeline.workers.remove(leaving)
+        code = await self.pipeline.stop_worker(leaving)
         return f"SIGTERM {leaving.name} (exit {code}); {len(self.pipeline.workers)} worker left"
 
 

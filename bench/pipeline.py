@@ -138,9 +138,11 @@ class Pipeline:
         if service in self.workers:
             self.workers.remove(service)
 
-    async def stop_worker(self, worker: Worker) -> None:
-        await worker.stop()
+    async def stop_worker(self, worker: Worker) -> int:
+        """SIGTERM a worker and wait for it; its exit code."""
+        code = await worker.stop()
         self.workers.remove(worker)
+        return code
 
     def tansu_pids(self) -> list[int]:
         """What to pause to pause the broker: Tansu and its wrapper."""
