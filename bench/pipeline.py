@@ -273,7 +273,7 @@ def segments(chats_per_segment: int, count: int, seed: int, spacing: timedelta, 
 
 
 async def raw_event_ids(settings: Settings, timeout: float = 120.0) -> set[str]:
-    """Every event_id on the raw topic, read to each partition's fetch high watermark (DESIGN §2)."""
+    """Every event_id on the raw topic, read to each partition's fetch high watermark (docs/reference.md)."""
     consumer = make_consumer(settings, fetch_max_wait_ms=50, max_partition_fetch_bytes=4 * 1024 * 1024)
     await consumer.start()
     ids: set[str] = set()

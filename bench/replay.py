@@ -2,7 +2,7 @@
 
 Why (issue "replay throughput"): replay rebuilds a window's contacts by re-reading the raw
 topic with fresh state, so after an outage it has days of raw events to get through, and
-its speed decides how long contacts stay missing. DESIGN §2 says per-event overhead, not
+its speed decides how long contacts stay missing. Per-event overhead (measured), not
 Kafka, bounds a Python consumer; this script shows how close replay comes to the cost of
 merely reading and decoding the same records, both measured in the same run on the same
 machine, so the ratio means something on a shared, noisy box:

@@ -23,7 +23,7 @@ of simulated chats, each 18 h of event time after the one before, sized so that
 9 days of event time (a chat's last event comes within 2 days of its first, and it is
 kept 7 days after) pass in the first --warm-share of the run. After that the
 worker forgets about as many chats as it opens, and its memory must stop growing.
-The embedded broker keeps every record in memory (DESIGN §2) and never deletes any,
+The embedded broker keeps every record in memory (docs/reference.md) and never deletes any,
 so its memory grows with the data by design; its slope is reported per event
 accepted, next to the bytes posted per event.
 

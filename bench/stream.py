@@ -1,6 +1,6 @@
 """Benchmark: the stream worker next to a plain aiokafka loop, per open chat, and at restart.
 
-Why: DESIGN §2 says per-event overhead, not Kafka, bounds a Python stream processor (a
+Why: per-event overhead, not Kafka, bounds a Python stream processor (a
 plain consume → dict → produce loop ran ~145k events/s on this kind of machine, a naive
 Faust agent with a table ~4.3k/s). This script shows where the worker stands, measured
 next to baselines taken in the same run, so the ratios mean something on a shared,
@@ -412,7 +412,7 @@ class TopicWatch:
     """A plain consumer over every partition of a topic, from the beginning.
 
     Partition ends come from fetch high watermarks (consumer.highwater after a getmany),
-    not end_offsets(): the embedded broker's ListOffsets lags (DESIGN §2, defect 1).
+    not end_offsets(): the embedded broker's ListOffsets lags (docs/reference.md).
     """
 
     def __init__(self, settings: Settings, topic: str) -> None:

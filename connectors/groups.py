@@ -1,6 +1,6 @@
 """The group-name poller: Freshchat `/v2/groups` of every integration → the compacted groups topic.
 
-Contacts are named after their chat's group (DESIGN §6 rule 4); webhooks carry only
+Contacts are named after their chat's group (docs/contacts.md); webhooks carry only
 group ids, so names come from here (and from app events). A record is written only
 when a name changes, so the compacted topic does not grow at every poll.
 """

@@ -1,4 +1,4 @@
-"""The webhook ingress (DESIGN §3): authenticate, validate, and answer 202 only after Kafka acks."""
+"""The webhook ingress (README, HTTP API): authenticate, validate, and answer 202 only after Kafka acks."""
 
 from __future__ import annotations
 

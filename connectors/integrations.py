@@ -1,4 +1,4 @@
-"""Integrations (DESIGN §7): the record, its ingress key, and its secrets at rest."""
+"""Integrations (README, Integrations): the record, its ingress key, and its secrets at rest."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ __all__ = ["PartitionLag", "measure_lag", "group_summary"]
 
 @dataclass(frozen=True)
 class PartitionLag:
-    """One row of `freshstream lag --json` (DESIGN §8)."""
+    """One row of `freshstream lag --json` (README, Commands)."""
 
     group: str
     topic: str

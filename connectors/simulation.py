@@ -41,7 +41,7 @@ class Delivery:
 
 @dataclass
 class Scenario:
-    """Deliveries in posting order, and the contacts (DESIGN §5 minus emitted_at) they must produce."""
+    """Deliveries in posting order, and the contacts (contact.schema.json minus emitted_at) they must produce."""
 
     deliveries: list[Delivery] = field(default_factory=list)
     expected: list[dict] = field(default_factory=list)

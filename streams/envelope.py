@@ -1,4 +1,4 @@
-"""The raw envelope (DESIGN §4): what the ingress writes for every accepted event.
+"""The raw envelope (schemas/raw-event.schema.json): what the ingress writes for every accepted event.
 
 Pure functions only: the ingress calls them, tests call them without a server.
 """

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 
 def group_record(integration: str, group_id: str, name: str, seen_at: datetime) -> tuple[bytes, bytes]:
-    """The groups-topic record (DESIGN §2) for one name, wherever the name was learnt."""
+    """The groups-topic record (docs/reference.md, Topics) for one name, wherever the name was learnt."""
     value = orjson.dumps({"name": name, "seen_at": format_time(seen_at)})
     return f"{integration}:{group_id}".encode(), value
 

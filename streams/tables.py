@@ -6,7 +6,7 @@ Two departures from faust.Table, both for correctness:
   writes (`take_events`) and timer writes land in the partition their chat lives in,
   instead of the partition of whatever event happens to be current.
 - After Faust's recovery, the tail it may have missed is read: the embedded broker's
-  ListOffsets answers the base offset of the last batch + 1 (DESIGN §2, defect 1),
+  ListOffsets answers the base offset of the last batch + 1 (docs/reference.md),
   so Faust stops before the rest of that batch. The tail is read up to the high
   watermark of a fetch response and applied through the store's own changelog path.
 """
