@@ -1,13 +1,14 @@
-"""Building the contact record (DESIGN §5) from a closed cycle."""
+"""The contact record (docs/contacts.md §3–4): built from a closed cycle, revised, or retracted."""
 
 from __future__ import annotations
 
 import time
 from functools import lru_cache
 
-from streams.chat import MESSAGE_BUCKETS, Closed
+from streams.cycles import MESSAGE_BUCKETS, Closed
 
-__all__ = ["UNDEFINED_QUEUE", "build_contact", "queue_for", "contact_key", "ms_to_time"]
+__all__ = ["UNDEFINED_QUEUE", "build_contact", "build_retraction", "revision_plan", "queue_for", "contact_key",
+           "ms_to_time"]
 
 UNDEFINED_QUEUE = "Undefined_Queue"
 _COUNTED_OUTCOMES = {"resolved", "expired"}
@@ -22,13 +23,13 @@ def queue_for(closed: Closed, names: dict[str, str] | None) -> str | None:
 
 
 def build_contact(integration: str, conversation_id: str, closed: Closed, queue: str,
-                  emitted_at_ms: int) -> dict:
+                  emitted_at_ms: int, revision: int = 1) -> dict:
     """The contact as written to the contacts topic; every field but emitted_at is deterministic."""
     first = closed.first_response_at
     counts = dict(zip(MESSAGE_BUCKETS, closed.counts))
     return {
-        "v": 1, "contact_id": f"{integration}:{conversation_id}:{closed.cycle}",
-        "integration": integration, "source": "freshchat", "channel": "chats",
+        "v": 1, "contact_id": f"{integration}:{conversation_id}:{closed.cycle}", "revision": revision,
+        "retracted": False, "integration": integration, "source": "freshchat", "channel": "chats",
         "conversation_id": conversation_id, "cycle": closed.cycle, "queue": queue,
         "group_id": closed.group_id, "agent_id": closed.agent_id, "outcome": closed.outcome,
         "resolved_by": closed.resolved_by, "started_at": ms_to_time(closed.started_at),
@@ -39,6 +40,29 @@ def build_contact(integration: str, conversation_id: str, closed: Closed, queue:
         "offered": counts["user"] > 0, "handled": counts["agent"] > 0, "messages": counts,
         "emitted_at": ms_to_time(emitted_at_ms),
     }
+
+
+def build_retraction(integration: str, conversation_id: str, cycle: int, queue: str, revision: int,
+                     emitted_at_ms: int) -> dict:
+    """The final revision of a contact that turned out not to exist (or moved away from `queue`)."""
+    return {"v": 1, "contact_id": f"{integration}:{conversation_id}:{cycle}", "revision": revision,
+            "retracted": True, "integration": integration, "source": "freshchat", "channel": "chats",
+            "conversation_id": conversation_id, "cycle": cycle, "queue": queue,
+            "emitted_at": ms_to_time(emitted_at_ms)}
+
+
+def revision_plan(revision: int, queue: str | None, new_queue: str | None) -> list[tuple[int, str, bool]]:
+    """The records a change writes, as (revision, queue, retracted), after `revision` went to `queue`.
+
+    `queue` None: nothing of this contact is live (never emitted, or retracted). `new_queue`
+    None: the contact no longer exists. A move retracts under the old queue first, so a
+    consumer of one queue's partition alone never counts the contact twice.
+    """
+    if new_queue is None:
+        return [] if queue is None else [(revision + 1, queue, True)]
+    if queue is None or queue == new_queue:
+        return [(revision + 1, new_queue, False)]
+    return [(revision + 1, queue, True), (revision + 2, new_queue, False)]
 
 
 def contact_key(integration: str, queue: str) -> bytes:

@@ -47,15 +47,26 @@ class ChatEvent:
     agent_id: str | None = None
     status: str | None = None  # the terminal status, e.g. deleted or spam
     timeless: bool = False  # no event time in the payload: received_at was used
+    source: str = "webhook"  # webhook | app: tells a resolution's two copies apart (docs/contacts.md §2)
+    received_at: int | None = None  # when the ingress accepted it: bounds how far ahead its time may count
+    event_id: str | None = None  # kept for timeless events only, whose identity it is
 
     @property
     def chat_key(self) -> str:
         return f"{self.integration}:{self.conversation_id}"
 
     def identity(self) -> int:
-        """32-bit fingerprint of kind + time + what the event sets: equal for duplicates."""
-        detail = self.message_id if self.kind == "message" else f"{self.group_id}|{self.agent_id}|{self.status}"
-        digest = hashlib.blake2b(f"{self.kind}|{self.at}|{detail}".encode(), digest_size=4).digest()
+        """48-bit fingerprint of kind + time + what the event sets: equal for duplicates.
+
+        A timeless event's time is its arrival, which differs between a message and its
+        retry, so its identity is its event_id instead: a retry carries the same body.
+        """
+        if self.timeless:
+            text = f"timeless|{self.event_id}"
+        else:
+            detail = self.message_id if self.kind == "message" else f"{self.group_id}|{self.agent_id}|{self.status}"
+            text = f"{self.kind}|{self.at}|{detail}"
+        digest = hashlib.blake2b(text.encode(), digest_size=6).digest()
         return int.from_bytes(digest, "big")
 
 
@@ -84,13 +95,16 @@ def normalise(envelope: dict) -> ChatEvent | Skip:
         return Skip("no_conversation_id")
     at = _first_time(times) or _first_time((payload.get("action_time"), _dig(data, "message", "created_time"),
                                             payload.get("timestamp")))
+    received_at = parse_time(envelope.get("received_at"))
     timeless = at is None
     if timeless:
-        at = parse_time(envelope.get("received_at"))
+        at = received_at
         if at is None:
             return Skip("no_event_time")
     return ChatEvent(integration=str(envelope.get("integration", "")), conversation_id=str(conversation),
-                     at=at, timeless=timeless, **fields)
+                     at=at, timeless=timeless, received_at=received_at,
+                     source="webhook" if envelope.get("format") == "webhook" else "app",
+                     event_id=str(envelope.get("event_id")) if timeless else None, **fields)
 
 
 def normalise_or_skip(envelope) -> ChatEvent | Skip:

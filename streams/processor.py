@@ -4,7 +4,10 @@ The agent and the timers hand records and ticks to a ContactProcessor, which rea
 and writes chat state through plain mappings (the Faust tables in production, dicts
 in unit tests) and emits contacts through an injected coroutine that returns only
 once Kafka acknowledged them. Contacts are acknowledged before the state that says
-"emitted" is written: a crash in between re-emits the same contact_id, never loses it.
+"emitted" is written: a crash in between re-emits the same contact_id and revision,
+never loses one. The chat state remembers per cycle the last revision written and the
+queue it went to, so a change becomes exactly the records streams.contact.revision_plan
+prescribes (a revision, a retraction, or a retraction and a revision for a move).
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from typing import Awaitable, Callable, MutableMapping
 
 import orjson
 
-from streams.chat import ChatState, Closed, apply, expire
-from streams.contact import UNDEFINED_QUEUE, build_contact, contact_key, queue_for
+from streams.chat import ChatState, Change, Closed, Outcome, apply, digest, expire
+from streams.contact import UNDEFINED_QUEUE, build_contact, build_retraction, contact_key, queue_for, revision_plan
 from streams.events import ChatEvent, Skip, normalise_or_skip
 from streams.worker_metrics import WorkerMetrics
 
@@ -26,6 +29,10 @@ __all__ = ["ContactProcessor", "Emit"]
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
+_SEP = b"\x00"  # pending keys: <chat key> NUL <cycle>; a NUL never occurs in a chat key
+_NOT_APPLIED = {Outcome.DUPLICATE, Outcome.LATE}
+
+
 def _write(table: MutableMapping[bytes, bytes], items: dict[bytes, bytes]) -> None:
     """Item by item: a Faust table's update() reaches for the store's `.data`, which
     only the memory store has; on rocksdb:// it raises AttributeError."""
@@ -33,18 +40,34 @@ def _write(table: MutableMapping[bytes, bytes], items: dict[bytes, bytes]) -> No
         table[key] = value
 
 
-_SEP = b"\x00"  # pending keys: <chat key> NUL <cycle>; a NUL never occurs in a chat key
+class _Batch:
+    """What one batch or scan will write: contacts to send, parked contacts, pending keys to drop."""
+
+    def __init__(self) -> None:
+        self.ready: list[tuple[bytes, bytes]] = []
+        self.waiting: dict[bytes, bytes] = {}
+        self.released: set[bytes] = set()
+
+    def park(self, key: bytes, value: bytes) -> None:
+        self.waiting[key] = value
+        self.released.discard(key)
+
+    def unpark(self, key: bytes) -> None:
+        self.waiting.pop(key, None)
+        self.released.add(key)
 
 
 class ContactProcessor:
-    """Applies raw events to chat state and turns closed cycles into contacts."""
+    """Applies raw events to chat state and turns changed cycles into contact revisions."""
 
     def __init__(self, *, chats: MutableMapping[bytes, bytes], pending: MutableMapping[bytes, bytes],
                  names, emit: Emit, metrics: WorkerMetrics, expiry_ms: int, group_wait_ms: int,
-                 partition_of: Callable[[bytes], int], clock: Callable[[], float] = time.time) -> None:
+                 partition_of: Callable[[bytes], int], clock: Callable[[], float] = time.time,
+                 tombstone_ms: int = 90 * 86_400_000, skew_ms: int = 300_000) -> None:
         self.chats, self.pending, self.names, self.emit = chats, pending, names, emit
         self.metrics, self.expiry_ms, self.group_wait_ms = metrics, expiry_ms, group_wait_ms
         self.partition_of, self.clock = partition_of, clock
+        self.tombstone_ms, self.skew_ms = tombstone_ms, skew_ms
         self.watermarks: dict[int, int] = {}
         self._lock = asyncio.Lock()  # the agent and the timers must not interleave on one chat
 
@@ -55,24 +78,46 @@ class ContactProcessor:
 
     async def _process(self, records) -> None:
         states: dict[bytes, ChatState] = {}
-        ready: list[tuple[bytes, bytes]] = []
-        waiting: dict[bytes, bytes] = {}
+        batch = _Batch()
         for key, value, partition in records:
             event = self._event(value)
             if event is None:
                 continue
             chat = event.chat_key.encode()
-            self.watermarks[partition] = max(self.watermarks.get(partition, event.at), event.at)
+            ahead = self._advance_watermark(partition, event)
             state = states[chat] if chat in states else self._load(chat)
-            state, closed, verdict = apply(state, event, self.expiry_ms)
+            state, changes, verdict = apply(state, event, self.expiry_ms)
             states[chat] = state
-            self.metrics.events.inc(kind=event.kind, verdict=verdict)
+            self.metrics.events.inc(kind=event.kind, verdict=Outcome.FUTURE_TIME
+                                    if ahead and verdict not in _NOT_APPLIED else verdict)
             if event.group_name and event.group_id:
                 self.names.learn(event.integration, event.group_id, event.group_name)
-            self._route(event.integration, event.conversation_id, closed, ready, waiting)
-        await self._send(ready)
-        _write(self.chats, {chat: state.dumps() for chat, state in states.items()})
-        _write(self.pending, waiting)
+            if changes:
+                self._route(chat, state, changes, batch)
+        await self._commit(batch, {chat: state.dumps() for chat, state in states.items()})
+
+    async def _commit(self, batch: _Batch, changed: dict[bytes, bytes], forgotten=()) -> None:
+        """Contacts first, then parked ones, then the state that records both: a crash anywhere
+        re-emits a revision (same contact_id and revision), never loses one."""
+        if batch.ready:
+            await self.emit(batch.ready)
+        _write(self.pending, batch.waiting)
+        _write(self.chats, changed)
+        for chat in forgotten:
+            del self.chats[chat]
+        for key in batch.released:
+            if key in self.pending:
+                del self.pending[key]
+
+    def _advance_watermark(self, partition: int, event: ChatEvent) -> bool:
+        """Move the partition's event-time watermark; True when the event is dated too far ahead
+        of its arrival, which then counts only as received_at + skew."""
+        at, ahead = event.at, False
+        if event.received_at is not None and at > event.received_at + self.skew_ms:
+            at, ahead = event.received_at + self.skew_ms, True
+        if at > self.watermarks.get(partition, at - 1):
+            self.watermarks[partition] = at
+        return ahead
 
     def _event(self, value: bytes) -> ChatEvent | None:
         try:
@@ -89,28 +134,49 @@ class ContactProcessor:
         raw = self.chats.get(chat)
         return ChatState.loads(raw) if raw is not None else None
 
-    def _route(self, integration: str, conversation: str, closed: list[Closed], ready: list, waiting: dict) -> None:
-        """Emit closed cycles whose queue is known; park the others until the name arrives."""
-        for cycle in closed:
-            queue = queue_for(cycle, self.names.for_integration(integration))
+    def _route(self, chat: bytes, state: ChatState, changes: list[Change], batch: _Batch) -> None:
+        """Emit each changed cycle whose queue is known; park the others until the name arrives."""
+        integration, _, conversation = chat.decode().partition(":")
+        for change in changes:
+            key = chat + _SEP + str(change.cycle).encode()
+            if change.closed is None:
+                self._emit(state, integration, conversation, change.cycle, None, None, batch)
+                batch.unpark(key)
+                continue
+            queue = queue_for(change.closed, self.names.for_integration(integration))
             if queue is not None:
-                ready.append(self._contact(integration, conversation, cycle, queue))
+                self._emit(state, integration, conversation, change.cycle, change.closed, queue, batch)
+                batch.unpark(key)
                 continue
             self.names.request_refresh(integration)
+            revision, _, old_queue = state.emitted.get(change.cycle, (0, None, None))
+            state.emitted[change.cycle] = [revision, digest(change.closed), old_queue]
             record = {"integration": integration, "conversation_id": conversation,
-                      "closed": _closed_json(cycle), "deadline": self._now_ms() + self.group_wait_ms}
-            key = f"{integration}:{conversation}".encode() + _SEP + str(cycle.cycle).encode()
-            waiting[key] = bytes(memoryview(orjson.dumps(record)))  # kept: no 4 KiB orjson buffer
+                      "closed": _closed_json(change.closed), "deadline": self._now_ms() + self.group_wait_ms}
+            batch.park(key, bytes(memoryview(orjson.dumps(record))))  # kept: no 4 KiB orjson buffer
 
-    def _contact(self, integration: str, conversation: str, cycle: Closed, queue: str) -> tuple[bytes, bytes]:
-        contact = build_contact(integration, conversation, cycle, queue, self._now_ms())
-        self.metrics.contacts.inc(queue=queue, outcome=cycle.outcome)
-        self.metrics.emission_delay.observe((self._now_ms() - cycle.resolved_at) / 1000, queue=queue)
-        return contact_key(integration, queue), orjson.dumps(contact)
+    def _emit(self, state: ChatState, integration: str, conversation: str, cycle: int, closed: Closed | None,
+              queue: str | None, batch: _Batch) -> None:
+        """Write the records that take a contact from its last emitted revision to `closed` in `queue`."""
+        revision, _, old_queue = state.emitted.get(cycle, (0, None, None))
+        now = self._now_ms()
+        plan = revision_plan(revision, old_queue, queue)
+        for revision, target, retracted in plan:  # revision ends as the last one written
+            if retracted:
+                record = build_retraction(integration, conversation, cycle, target, revision, now)
+                self.metrics.retractions.inc(queue=target)
+            else:
+                record = build_contact(integration, conversation, closed, target, now, revision)
+                self._count(closed, target, revision)
+            batch.ready.append((contact_key(integration, target), orjson.dumps(record)))
+        state.emitted[cycle] = [revision, digest(closed) if closed else None, queue]
 
-    async def _send(self, ready: list[tuple[bytes, bytes]]) -> None:
-        if ready:
-            await self.emit(ready)
+    def _count(self, closed: Closed, queue: str, revision: int) -> None:
+        if revision > 1:
+            self.metrics.revisions.inc(queue=queue)
+            return
+        self.metrics.contacts.inc(queue=queue, outcome=closed.outcome)
+        self.metrics.emission_delay.observe((self._now_ms() - closed.resolved_at) / 1000, queue=queue)
 
     async def release_pending(self) -> None:
         """Emit parked contacts whose group name arrived, or whose wait is over (Undefined_Queue)."""
@@ -118,7 +184,7 @@ class ContactProcessor:
             await self._release_pending()
 
     async def _release_pending(self) -> None:
-        ready, done = [], []
+        batch, states = _Batch(), {}
         now = self._now_ms()
         for key, raw in list(self.pending.items()):
             record = orjson.loads(raw)
@@ -129,38 +195,36 @@ class ContactProcessor:
             if queue is None:
                 self.metrics.group_timeouts.inc(integration=record["integration"])
                 queue = UNDEFINED_QUEUE
-            ready.append(self._contact(record["integration"], record["conversation_id"], cycle, queue))
-            done.append(key)
-        await self._send(ready)
-        for key in done:
-            del self.pending[key]
+            chat = key.split(_SEP, 1)[0]
+            state = states.get(chat) or self._load(chat) or ChatState()
+            states[chat] = state
+            self._emit(state, record["integration"], record["conversation_id"], cycle.cycle, cycle, queue, batch)
+            batch.released.add(key)
+        await self._commit(batch, {chat: state.dumps() for chat, state in states.items()})
 
     async def expire_idle(self) -> None:
-        """Close cycles idle past the expiry (in event time) and forget long-closed chats."""
+        """Close cycles idle past the expiry (in event time), tombstone long-closed chats, drop old tombstones."""
         async with self._lock:
             await self._expire_idle()
 
     async def _expire_idle(self) -> None:
-        ready, waiting, changed, forgotten = [], {}, {}, []
+        batch, changed, forgotten = _Batch(), {}, []
         census = _OpenChats()
         for chat, raw in list(self.chats.items()):
-            decoded = ChatState.loads(raw)
-            census.count(chat, decoded, self.names)
+            state = ChatState.loads(raw)
+            census.count(chat, state, self.names)
             watermark = self.watermarks.get(self.partition_of(chat))
             if watermark is None:
                 continue
-            state, closed = expire(decoded, watermark, self.expiry_ms)
+            state, changes, touched = expire(state, watermark, self.expiry_ms, self.tombstone_ms)
             if state is None:
                 forgotten.append(chat)
-            elif closed:
-                integration, _, conversation = chat.decode().partition(":")
-                self._route(integration, conversation, closed, ready, waiting)
+                continue
+            if changes:
+                self._route(chat, state, changes, batch)
+            if touched:
                 changed[chat] = state.dumps()
-        await self._send(ready)
-        _write(self.chats, changed)
-        _write(self.pending, waiting)
-        for chat in forgotten:
-            del self.chats[chat]
+        await self._commit(batch, changed, forgotten)
         census.publish(self.metrics, self._now_ms())
 
     def _now_ms(self) -> int:
@@ -175,13 +239,14 @@ class _OpenChats:
         self.oldest: int | None = None
 
     def count(self, chat: bytes, state: ChatState, names) -> None:
-        if not state.open:
+        head = state.head
+        if not head.open:
             return
         integration = chat.decode(errors="replace").partition(":")[0]
-        queue = names.for_integration(integration).get(state.group_id) or state.group_name or UNDEFINED_QUEUE
+        queue = names.for_integration(integration).get(head.group_id) or head.group_name or UNDEFINED_QUEUE
         self.by_queue[queue] = self.by_queue.get(queue, 0) + 1
-        if state.started_at is not None and (self.oldest is None or state.started_at < self.oldest):
-            self.oldest = state.started_at
+        if head.started_at is not None and (self.oldest is None or head.started_at < self.oldest):
+            self.oldest = head.started_at
 
     def publish(self, metrics: WorkerMetrics, now_ms: int) -> None:
         metrics.open_chats.values.clear()

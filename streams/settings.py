@@ -53,6 +53,8 @@ class Settings:
     worker_fetch_max_wait_ms: int = 100  # longest wait for raw records per fetch (Faust's own: 1500)
     processing_guarantee: str = "at_least_once"  # exactly_once needs real Kafka
     chat_expiry_seconds: int = 7 * 24 * 3600
+    chat_tombstone_days: float = 90.0  # a forgotten chat's cycle number is kept this long (event time)
+    event_time_skew_seconds: float = 300.0  # an event time counts for expiry at most received_at + this
     expiry_check_seconds: float = 60.0
     group_wait_seconds: float = 30.0
     group_poll_seconds: float = 300.0

@@ -87,7 +87,9 @@ def build_app(settings: Settings, partitions: int, web_port: int | None = None) 
     processor = ContactProcessor(
         chats=chats, pending=pending, names=names, emit=emit, metrics=metrics,
         expiry_ms=settings.chat_expiry_seconds * 1000, group_wait_ms=int(settings.group_wait_seconds * 1000),
-        partition_of=lambda key: partition_of(key, partitions))
+        partition_of=lambda key: partition_of(key, partitions),
+        tombstone_ms=int(settings.chat_tombstone_days * 86_400_000),
+        skew_ms=int(settings.event_time_skew_seconds * 1000))
 
     lag = LagMonitor(settings, settings.worker_app_id, settings.raw_topic)
     metrics.add(Gauge("freshstream_worker_lag_records", "Unprocessed raw records per partition.",

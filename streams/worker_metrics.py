@@ -10,17 +10,24 @@ _DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400)
 
 
 class WorkerMetrics(Registry):
-    """Events by kind and verdict, skips by reason, contacts by queue and outcome, emission delay."""
+    """Events by kind and verdict, skips by reason, contacts, revisions and retractions by queue, emission delay."""
 
     def __init__(self) -> None:
         super().__init__()
         self.events = self.add(Counter(
             "freshstream_worker_events_total",
-            "Chat events by kind and verdict (applied, duplicate, late, after_close)."))
+            "Chat events by kind and verdict (applied, revised, duplicate, late, after_close, after_terminal, "
+            "future_time)."))
         self.skipped = self.add(Counter(
             "freshstream_worker_skipped_total", "Raw records that yield no chat event, by reason."))
         self.contacts = self.add(Counter(
-            "freshstream_worker_contacts_total", "Contacts emitted, by queue and outcome."))
+            "freshstream_worker_contacts_total", "Contacts emitted for the first time, by queue and outcome."))
+        self.revisions = self.add(Counter(
+            "freshstream_worker_revisions_total",
+            "Later revisions of contacts emitted (a late event changed them), by queue."))
+        self.retractions = self.add(Counter(
+            "freshstream_worker_retractions_total",
+            "Retractions emitted (a contact turned out not to exist, or moved to another queue), by queue."))
         self.group_timeouts = self.add(Counter(
             "freshstream_worker_group_name_timeouts_total",
             "Contacts sent to Undefined_Queue because their group's name never arrived."))

@@ -17,7 +17,8 @@ def test_webhook_message_create_as_documented():
     event = normalise(envelope(webhook_message("conv-1")))
     assert event == ChatEvent(integration="acme", conversation_id="conv-1", kind="message",
                               at=parse_time("2022-11-22T10:55:23.126Z"), actor="user", message_type="normal",
-                              message_id="m-0001", actor_id="7f1c2d3e-0000-4000-8000-000000000001")
+                              message_id="m-0001", actor_id="7f1c2d3e-0000-4000-8000-000000000001",
+                              received_at=parse_time("2024-05-06T09:00:00.000Z"))
 
 
 def test_2018_message_without_message_type_and_with_msg_parts():
