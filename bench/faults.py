@@ -21,7 +21,8 @@ second worker started or exited): the pipeline carries new work end to end again
 
 At the end it reports, against the simulator's expectation and the ingress's answers:
 contacts lost (must be 0), unexpected or differing (must be 0), duplicates (allowed,
-at-least-once; each is a copy of an already emitted contact_id and must equal it),
+at-least-once; each is a copy of an already emitted contact_id and must equal it; with
+--disorder a copy may be a revision and only the last one must equal the expectation),
 events answered 202 that are not on the raw topic (must be 0), agent crashes in the
 worker logs, and the recovery time of each fault.
 
@@ -29,6 +30,10 @@ Run from the repository root (about 4 minutes with the defaults):
 
     .venv/bin/python bench/faults.py [--rounds 2] [--rate 200] [--seed 1]
         [--pause-min 5] [--pause-max 30] [--faults worker-kill,ingress-kill,broker-pause,rebalance]
+        [--disorder]
+
+--disorder posts the same chats delivered adversarially (build_scenario(disorder=True):
+across closes, after their own close, closes re-posted while a later cycle is open).
 
 tests/integration/test_faults.py runs one short round of every fault in the suite.
 Exit status 0 when nothing was lost and every fault recovered, 1 otherwise, 130 on Ctrl-C.
@@ -77,6 +82,7 @@ class Options:
     recovery_timeout: float = 120.0
     drain_timeout: float = 180.0
     concurrency: int = 32
+    disorder: bool = False  # adversarial delivery order (build_scenario(disorder=True))
 
 
 @dataclass
@@ -154,8 +160,8 @@ class Injector:
         deadline = time.monotonic() + self.options.recovery_timeout
         while time.monotonic() < deadline:
             self.log.read()
-            seen = [self.log.first_seen[cid] for cid, at in self.truth.resolved_202.items()
-                    if at >= injected and cid in self.log.first_seen]
+            seen = [read for cid, at in self.truth.resolved_202.items()
+                    if at >= injected and (read := self.truth.settled(self.log, cid, at)) is not None]
             if seen:
                 return min(seen) - began
             await asyncio.sleep(0.1)
@@ -203,7 +209,7 @@ async def post_until(pipeline: Pipeline, truth: Truth, options: Options, done: a
     """Post segment after segment of simulated chats until `done` is set; the segment under way is finished."""
     per_segment = max(20, round(options.rate * SEGMENT_SECONDS / 16))  # ~16 deliveries per simulated chat
     posted = 0
-    for part in segments(per_segment, 10**6, options.seed, timedelta(hours=18), DEFAULT_START):
+    for part in segments(per_segment, 10**6, options.seed, timedelta(hours=18), DEFAULT_START, options.disorder):
         truth.add(part)
         await post_scenario(pipeline.ingress.url, "bench", pipeline.key, part, rate=options.rate,
                             concurrency=options.concurrency, retry=SENDER, on_accepted=truth.on_accepted)
@@ -218,9 +224,10 @@ async def run(options: Options, machine: Machine) -> Report:
     pipeline = Pipeline.configure(machine)
     await pipeline.start()
     log = ContactLog(pipeline).start()
-    truth = Truth()
+    truth = Truth(disorder=options.disorder)
     print(f"freshstream faults: {options.rounds} round(s) of {', '.join(options.faults)} at {options.rate:g} "
-          f"events/s; seed {options.seed}; logs in {machine.workdir}", flush=True)
+          f"events/s; seed {options.seed}{'; disorder' if options.disorder else ''}; logs in {machine.workdir}",
+          flush=True)
     done = asyncio.Event()
     posting = asyncio.create_task(post_until(pipeline, truth, options, done))
     injector = Injector(pipeline, truth, log, options)
@@ -231,7 +238,7 @@ async def run(options: Options, machine: Machine) -> Report:
     posted = await posting
     print(f"  posted {posted:,} deliveries ({truth.accepted:,} events accepted); waiting for "
           f"{len(truth.expected):,} contacts", flush=True)
-    await log.wait_for_all(set(truth.expected), options.drain_timeout)
+    await log.wait_for_all(set(truth.expected), options.drain_timeout, final=truth.final)
     on_raw = await raw_event_ids(pipeline.settings)
     crashes = [f"{path.name}: {line[:200]}" for path in pipeline.logs() if path.name.startswith("worker")
                for line in path.read_text(errors="replace").splitlines() if "Crashed reason=" in line]
@@ -279,6 +286,8 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--pause-max", type=float, default=30.0, help="longest broker pause, s (default 30)")
     parser.add_argument("--faults", default=",".join(FAULTS),
                         help=f"comma-separated subset of {', '.join(FAULTS)} (default all)")
+    parser.add_argument("--disorder", action="store_true",
+                        help="deliver each chat's events adversarially (across closes, late retries)")
     args = parser.parse_args(argv)
     faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
     unknown = [f for f in faults if f not in FAULTS]
@@ -287,7 +296,7 @@ def parse_args(argv: list[str] | None) -> Options:
     if args.rounds < 1 or args.rate <= 0 or not 0 < args.pause_min <= args.pause_max:
         parser.error("--rounds >= 1, --rate > 0 and 0 < --pause-min <= --pause-max")
     return Options(faults=faults, rounds=args.rounds, rate=args.rate, seed=args.seed,
-                   pause_min=args.pause_min, pause_max=args.pause_max)
+                   pause_min=args.pause_min, pause_max=args.pause_max, disorder=args.disorder)
 
 
 def main(argv: list[str] | None = None) -> int:

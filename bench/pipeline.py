@@ -33,6 +33,7 @@ __all__ = ["Ingress", "Worker", "Pipeline", "ContactLog", "Truth", "tree_pids", 
            "raw_event_ids", "percentile", "slope", "BenchError", "Machine", "Children", "wait_for"]
 
 INTEGRATION = "bench"
+UNCOMPARED = ("emitted_at", "revision", "retracted")  # fields of a contact record the simulator cannot predict
 
 
 class Ingress(Worker):
@@ -174,6 +175,7 @@ class ContactLog:
         self.first_seen: dict[str, float] = {}  # contact_id → when the watcher first read it
         self.contacts: dict[str, dict] = {}  # contact_id → its first copy
         self.copies: list[dict] = []  # every record after the first of its contact_id
+        self.reads: dict[str, list[tuple[float, dict]]] = {}  # contact_id → (read at, record), every copy
         self._offset = 0
 
     def start(self) -> "ContactLog":
@@ -201,6 +203,7 @@ class ContactLog:
             read_at, _, value = line.partition(b"\t")
             contact = orjson.loads(value)
             cid = contact["contact_id"]
+            self.reads.setdefault(cid, []).append((float(read_at), contact))
             if cid in self.contacts:
                 self.copies.append(contact)
             else:
@@ -211,11 +214,15 @@ class ContactLog:
     def records(self) -> int:
         return len(self.contacts) + len(self.copies)
 
-    async def wait_for_all(self, expected: set[str], timeout: float) -> bool:
-        """Until every expected contact_id has been seen; False at the deadline (lost ones are reported)."""
+    async def wait_for_all(self, expected: set[str], timeout: float, final=None) -> bool:
+        """Until every expected contact_id has been seen; False at the deadline (lost ones are reported).
+
+        `final` (a test of this log), when given, must hold too: under disorder a contact
+        seen early may still be revised or retracted.
+        """
         async def complete() -> bool:
             self.read()
-            return expected <= self.contacts.keys()
+            return expected <= self.contacts.keys() and (final is None or final(self))
 
         try:
             await wait_for(complete, timeout, "every expected contact", interval=0.25)
@@ -226,14 +233,33 @@ class ContactLog:
 
 @dataclass
 class Truth:
-    """What the simulator said must happen, and what the ingress answered: the other side of every check."""
+    """What the simulator said must happen, and what the ingress answered: the other side of every check.
+
+    With `disorder` (adversarial delivery, build_scenario(disorder=True)) a late event
+    revises or retracts a contact already emitted, so the records are folded as a consumer
+    does: each contact_id at its highest revision, retracted ones absent; that must equal
+    the expectation, and a contact's latency runs from the 202 of the delivery that
+    completed its cycle to the first record equal to the expectation read after it.
+    Ordered traffic keeps the strict check: the first record, and every copy, must equal
+    the expectation. `revision` and `retracted` are the worker's bookkeeping, not compared.
+    """
 
     expected: dict[str, dict] = field(default_factory=dict)  # contact_id → contact (no emitted_at)
-    resolved_202: dict[str, float] = field(default_factory=dict)  # contact_id → 202 of its closing delivery
+    resolved_202: dict[str, float] = field(default_factory=dict)  # contact_id → 202 of the delivery completing it
     event_ids: set[str] = field(default_factory=set)  # every event id answered 202
     accepted: int = 0  # events answered 202
     first_202: float | None = None
     last_202: float | None = None
+    disorder: bool = False
+
+    @property
+    def final(self):
+        """What ContactLog.wait_for_all must also wait for (disorder only): the folded contacts are those expected."""
+        return self._all_final if self.disorder else None
+
+    def _all_final(self, log: ContactLog) -> bool:
+        folded = folded_contacts(log)
+        return folded.keys() == self.expected.keys() and all(self.same(c) for c in folded.values())
 
     def add(self, scenario: Scenario) -> None:
         self.expected.update((c["contact_id"], c) for c in scenario.expected)
@@ -246,30 +272,47 @@ class Truth:
         if delivery.closes:
             self.resolved_202.setdefault(f"{INTEGRATION}:{delivery.chat}:{delivery.closes}", at)
 
+    def same(self, contact: dict) -> bool:
+        """Whether a contact record equals its expectation (emission time and revision aside)."""
+        wanted = self.expected.get(contact["contact_id"])
+        return wanted is not None and {k: v for k, v in contact.items() if k not in UNCOMPARED} == wanted
+
+    def settled(self, log: ContactLog, cid: str, at: float) -> float | None:
+        """When contact `cid` was read as final, for a cycle completed by a delivery answered 202 at `at`."""
+        if not self.disorder:
+            return log.first_seen.get(cid)
+        return next((read for read, contact in log.reads.get(cid, ()) if read >= at and self.same(contact)), None)
+
     def compare(self, log: ContactLog) -> dict:
         """Lost, unexpected, duplicated and differing contacts; latencies of the ones both sides know."""
-        def same(contact: dict) -> bool:
-            wanted = self.expected.get(contact["contact_id"])
-            return wanted is not None and {k: v for k, v in contact.items() if k != "emitted_at"} == wanted
-
-        seen = log.contacts.keys()
-        timed = sorted((at, log.first_seen[cid] - at) for cid, at in self.resolved_202.items() if cid in seen)
+        folded = folded_contacts(log) if self.disorder else {}
+        seen = folded.keys() if self.disorder else log.contacts.keys()
+        timed = sorted((at, read - at) for cid, at in self.resolved_202.items()
+                       if (read := self.settled(log, cid, at)) is not None)
+        checked = folded.values() if self.disorder else [*log.contacts.values(), *log.copies]
         return {
             "expected": len(self.expected), "seen": len(seen), "records": log.records,
             "lost": sorted(self.expected.keys() - seen), "unexpected": sorted(seen - self.expected.keys()),
             "duplicates": [c["contact_id"] for c in log.copies],
-            "differing": [c["contact_id"] for c in [*log.contacts.values(), *log.copies]
-                          if c["contact_id"] in self.expected and not same(c)],
+            "differing": [c["contact_id"] for c in checked if c["contact_id"] in self.expected and not self.same(c)],
             "latencies": sorted(latency for _, latency in timed),
             "timed_latencies": timed,  # (202 wall time, latency), in order of the 202s
         }
 
 
-def segments(chats_per_segment: int, count: int, seed: int, spacing: timedelta, start: datetime):
+def folded_contacts(log: ContactLog) -> dict[str, dict]:
+    """contact_id → its record at the highest revision (the last read among equals), retracted ones left out."""
+    folded = {cid: max(reversed([c for _, c in reads]), key=lambda c: c.get("revision", 0))
+              for cid, reads in log.reads.items()}
+    return {cid: c for cid, c in folded.items() if not c.get("retracted")}
+
+
+def segments(chats_per_segment: int, count: int, seed: int, spacing: timedelta, start: datetime,
+             disorder: bool = False):
     """Scenarios built back to back: distinct chats, each segment `spacing` later in event time."""
     for n in range(count):
         yield build_scenario(INTEGRATION, chats_per_segment, seed + n, start=start + n * spacing,
-                             first_index=n * chats_per_segment)
+                             first_index=n * chats_per_segment, disorder=disorder)
 
 
 async def raw_event_ids(settings: Settings, timeout: float = 120.0) -> set[str]:

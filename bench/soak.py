@@ -30,7 +30,11 @@ accepted, next to the bytes posted per event.
 Run from the repository root (10 minutes with the defaults):
 
     .venv/bin/python bench/soak.py [--rate 500] [--duration 600] [--sample-seconds 10]
-        [--seed 1] [--concurrency 64] [--warm-share 0.3] [--setting NAME=VALUE ...]
+        [--seed 1] [--concurrency 64] [--warm-share 0.3] [--setting NAME=VALUE ...] [--disorder]
+
+--disorder posts the same chats delivered adversarially (build_scenario(disorder=True)):
+a contact may then be revised, only its last record must equal the expectation, and
+latency runs from the 202 of the delivery that completed the cycle to its final record.
 
 Nothing is pinned: ingress, worker, broker, watcher and this poster share the
 machine's cores, as they do under `freshstream dev`. Exit status 0 when no contact
@@ -70,7 +74,7 @@ DRAIN_TIMEOUT_S = 180.0
 
 def plan(args) -> tuple[int, int, float]:
     """(chats per segment, segments, deliveries per chat) for the rate, duration and warm-up asked."""
-    probe = build_scenario("probe", 200, args.seed)
+    probe = build_scenario("probe", 200, args.seed, disorder=args.disorder)
     per_chat = len(probe.deliveries) / 200
     segment_seconds = args.duration * args.warm_share * (SEGMENT_SPACING / STATE_KEPT)
     chats = max(10, round(args.rate * segment_seconds / per_chat))
@@ -108,11 +112,12 @@ class Sampler:
 async def soak(args, machine: Machine) -> int:
     chats, count, per_chat = plan(args)
     print(f"freshstream soak: {args.rate:g} events/s for {args.duration:g} s; {count} segments of {chats:,} chats "
-          f"(~{per_chat:.1f} deliveries per chat, each segment 18 h of event time later); "
+          f"(~{per_chat:.1f} deliveries per chat, each segment 18 h of event time later"
+          f"{'; disorder' if args.disorder else ''}); "
           f"Python {sys.version.split()[0]}", flush=True)
     built = time.perf_counter()
-    truth, scenario = Truth(), Scenario()
-    for part in segments(chats, count, args.seed, SEGMENT_SPACING, DEFAULT_START):
+    truth, scenario = Truth(disorder=args.disorder), Scenario()
+    for part in segments(chats, count, args.seed, SEGMENT_SPACING, DEFAULT_START, args.disorder):
         truth.add(part)
         scenario.deliveries += part.deliveries
     posted_bytes = sum(len(d.body) for d in scenario.deliveries)
@@ -130,7 +135,7 @@ async def soak(args, machine: Machine) -> int:
                                       concurrency=args.concurrency, on_accepted=truth.on_accepted)
         posted_s = summary["elapsed_seconds"]
         print(f"  posted in {posted_s:.1f} s; waiting for the last contacts", flush=True)
-        complete = await log.wait_for_all(set(truth.expected), DRAIN_TIMEOUT_S)
+        complete = await log.wait_for_all(set(truth.expected), DRAIN_TIMEOUT_S, final=truth.final)
         sampler.take()
     finally:
         sampling.cancel()
@@ -223,6 +228,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="share of the run by which the worker's state reaches its steady size (default 0.3)")
     parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
                         help="a Settings field for every child, e.g. worker_fetch_max_wait_ms=1500 (repeatable)")
+    parser.add_argument("--disorder", action="store_true",
+                        help="deliver each chat's events adversarially (across closes, late retries)")
     args = parser.parse_args(argv)
     try:
         args.setting = {name: _coerce(name, value) for name, _, value in

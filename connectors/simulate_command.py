@@ -45,11 +45,15 @@ def add_parser(sub) -> None:
     add("--expect", metavar="FILE", help="write the expected contacts here as JSON lines, sorted by contact_id")
     add("--concurrency", type=_positive(int), default=8, metavar="C",
         help="requests in flight at most (default 8); one chat never has two")
+    add("--disorder", action="store_true",
+        help="deliver each chat's events adversarially: across closes, after their own close, closes re-posted "
+             "while a later cycle is open; same chats and expected contacts as without it")
 
 
 async def run(args, settings: Settings, out) -> int:
     """Build the scenario, write its expectation, post it, and report one summary line."""
-    scenario = build_scenario(args.integration, args.chats, args.seed)
+    # getattr: callers that build the namespace themselves may leave the newer flag out
+    scenario = build_scenario(args.integration, args.chats, args.seed, disorder=getattr(args, "disorder", False))
     if args.expect:
         _write_expected(Path(args.expect), scenario.expected)
     url = args.url or f"http://{settings.ingress_host}:{settings.ingress_port}"

@@ -2,10 +2,13 @@
 
 This is an independent oracle for the pipeline. The expected contacts are computed from
 the simulated timelines (connectors.simulation_chats) by the plain rules of
-docs/contacts.md §3, never by the project's state machine. The delivery order is chosen
-so that those rules give one answer whatever the arrival order: within a cycle events
-are shuffled, but a cycle's closing event comes after the rest of that cycle, and the
-opening event of a later cycle comes before the rest of that cycle.
+docs/contacts.md §3, never by the project's state machine. They are the FINAL contacts
+of the timeline, whatever the delivery order. By default the order is a mild one, in
+which cycles never interleave across a close: within a cycle events are shuffled, but a
+cycle's closing event comes after the rest of that cycle, and the opening event of a
+later cycle comes before the rest of that cycle. With `disorder` the same events are
+delivered adversarially (connectors.simulation_order): across closes, after their own
+close, re-posted while a later cycle is open.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from datetime import datetime, timezone
 import orjson
 
 from connectors.simulation_chats import AGENTS, GROUPS, SimChat, SimEvent, generate_chat
+from connectors.simulation_order import completions, disorder as disordered
 from connectors.simulation_shapes import iso, render
 
 __all__ = ["GROUPS", "AGENTS", "UNDEFINED_QUEUE", "DEFAULT_START", "Delivery", "Scenario",
@@ -36,7 +40,7 @@ class Delivery:
     body: bytes
     headers: dict[str, str]
     chat: str  # conversation id
-    closes: int = 0  # the cycle whose contact this delivery must produce (first attempt only), else 0
+    closes: int = 0  # the cycle whose final contact this delivery completes (first attempt only), else 0
 
 
 @dataclass
@@ -48,17 +52,24 @@ class Scenario:
 
 
 def build_scenario(integration: str, chats: int, seed: int, start: datetime | None = None,
-                   first_index: int = 0) -> Scenario:
+                   first_index: int = 0, disorder: bool = False) -> Scenario:
     """A deterministic scenario of `chats` chats: the same arguments always give the same bytes.
 
     Chats are numbered from `first_index`, so scenarios built back to back (a soak posts
-    one after another) never share a conversation id.
+    one after another) never share a conversation id. `disorder` changes only the order
+    of each chat's deliveries and adds late retries; the chats, their bodies and the
+    expected contacts are those of the ordered scenario of the same seed (bodies never
+    name the integration, so one scenario can be posted to several). Its choices come
+    from a second generator, so the ordered scenario does not change.
     """
     rng = random.Random(seed)
     start_ms = int((start or DEFAULT_START).timestamp() * 1000)
     simulated = [generate_chat(rng, index, start_ms) for index in range(first_index, first_index + chats)]
     sequences = [_chat_sequence(rng, chat) for chat in simulated]
-    deliveries = _interleave(rng, simulated, sequences)
+    if disorder:
+        adversary = random.Random(f"disorder:{seed}")
+        sequences = [disordered(adversary, chat, sequence) for chat, sequence in zip(simulated, sequences)]
+    deliveries = _interleave(rng, simulated, sequences, slotted=disorder)
     expected = sorted((c for chat in simulated for c in expected_contacts(integration, chat)),
                       key=lambda c: c["contact_id"])
     return Scenario(deliveries, expected)
@@ -87,19 +98,27 @@ def _with_retries(rng: random.Random, window: list[SimEvent]) -> list[tuple[SimE
     return out
 
 
-def _interleave(rng: random.Random, chats: list[SimChat], sequences) -> list[Delivery]:
-    """Merge the chats as live traffic would arrive: by event time plus network jitter, each chat in order."""
+def _interleave(rng: random.Random, chats: list[SimChat], sequences, slotted: bool = False) -> list[Delivery]:
+    """Merge the chats as live traffic would arrive: by event time plus network jitter, each chat in order.
+
+    `slotted` (disorder): the k-th first attempt of a chat goes out at the k-th earliest
+    event time of the chat, whichever event it carries, so a reordered chat is still
+    spread over its lifetime instead of bunching up behind an early-delivered late event.
+    """
     keyed = []
     for c, (chat, sequence) in enumerate(zip(chats, sequences)):
         bodies, last = {}, 0
-        closers = {id(cycle[-1]): n for n, cycle in enumerate(chat.cycles, 1)}
+        complete = completions(chat, sequence)
+        slots = iter(sorted(event.time_ms for event, retry in sequence if not retry)) if slotted else None
         for s, (event, retry) in enumerate(sequence):
-            when = last + rng.randint(1_000, 60_000) if retry else event.time_ms + rng.randint(0, 3_000)
+            if retry:
+                when = last + rng.randint(1_000, 60_000)
+            else:
+                when = (next(slots) if slots else event.time_ms) + rng.randint(0, 3_000)
             last = max(last + 1, when)
             body = bodies.setdefault(id(event), orjson.dumps(render(chat, event)))
             headers = {"X-Retry-Count": str(retry)} if retry else {}
-            closes = 0 if retry else closers.get(id(event), 0)
-            keyed.append((last, c, s, Delivery(body, headers, chat.conversation_id, closes)))
+            keyed.append((last, c, s, Delivery(body, headers, chat.conversation_id, complete.get(s, 0))))
     keyed.sort(key=lambda k: k[:3])
     return [k[3] for k in keyed]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
@@ -219,3 +220,120 @@ def test_chats_interleave():
     chats = [d.chat for d in scenario().deliveries[:200]]
     switches = sum(a != b for a, b in zip(chats, chats[1:]))
     assert switches > 100
+
+
+# Seed 7, 50 chats, computed with the simulator as it was before `disorder` existed: the
+# ordered scenario must not change, benches and stored expectations depend on its bytes.
+ORDERED_DIGEST = "6aa83de744a324ddbfd689194fe29b7e138939bbb3b3f55927e9b50868f40919"
+
+
+def digest(chosen) -> str:
+    h = hashlib.sha256()
+    for d in chosen.deliveries:
+        h.update(orjson.dumps([d.body.decode(), sorted(d.headers.items()), d.chat, d.closes]) + b"\n")
+    h.update(orjson.dumps(chosen.expected))
+    return h.hexdigest()
+
+
+@lru_cache
+def disordered(chats: int = 500, seed: int = 7):
+    return build_scenario("acme-sim", chats, seed, disorder=True)
+
+
+def cycles_of(chosen) -> dict[str, list[tuple[int, int]]]:
+    """Conversation id → (started, resolved) event times of its cycles, in order."""
+    cycles = defaultdict(list)
+    for c in chosen.expected:
+        cycles[c["conversation_id"]].append((ms(c["started_at"]), ms(c["resolved_at"])))
+    return {chat: sorted(spans) for chat, spans in cycles.items()}
+
+
+def test_without_disorder_the_scenario_is_byte_for_byte_what_it_was():
+    assert digest(build_scenario("acme-sim", 50, 7)) == ORDERED_DIGEST
+    assert digest(build_scenario("acme-sim", 50, 7, disorder=False)) == ORDERED_DIGEST
+
+
+def test_disorder_keeps_the_chats_the_first_attempts_and_the_expected_contacts():
+    ordered, chosen = scenario(), disordered()
+    assert chosen.expected == ordered.expected
+    first = [Counter((d.chat, d.body) for d in s.deliveries if not d.headers) for s in (ordered, chosen)]
+    assert first[0] == first[1] and max(first[1].values()) == 1
+    assert [d.body for d in chosen.deliveries] != [d.body for d in ordered.deliveries]
+    assert build_scenario("acme-sim", 500, 7, disorder=True).deliveries == chosen.deliveries  # deterministic
+
+    other = build_scenario("acme-other", 500, 7, disorder=True)  # the same chats for a second integration
+    assert [d.body for d in other.deliveries] == [d.body for d in chosen.deliveries]
+    unnamed = [[{**c, "integration": "", "contact_id": c["contact_id"].split(":", 1)[1]} for c in s.expected]
+               for s in (ordered, other)]
+    assert unnamed[0] == unnamed[1]
+
+
+def test_disorder_retries_repeat_an_earlier_first_attempt_and_keep_the_ordered_ones():
+    ordered = Counter((d.chat, d.body) for d in scenario().deliveries if d.headers)
+    retried = Counter()
+    for chat, deliveries in by_chat(disordered()).items():
+        for i, delivery in enumerate(deliveries):
+            if delivery.headers:
+                assert delivery.headers == {"X-Retry-Count": "1"} and not delivery.closes
+                assert delivery.body in {d.body for d in deliveries[:i] if not d.headers}
+                retried[chat, delivery.body] += 1
+    assert not ordered - retried and sum(retried.values()) > sum(ordered.values())
+
+
+def test_disorder_crosses_closes_and_delivers_events_after_their_own_close():
+    chosen, cycles = disordered(), cycles_of(disordered())
+    crossed = several = late = 0
+    for chat, deliveries in by_chat(chosen).items():
+        times = [event_ms(orjson.loads(d.body)) for d in deliveries if not d.headers]
+        spans = cycles[chat]
+        crossings = [any(spans[n][1] < t <= spans[n + 1][1] for t in times[:times.index(spans[n][1])])
+                     for n in range(len(spans) - 1)]
+        several += len(spans) > 1
+        crossed += any(crossings)
+        late += any(started <= t < resolved for started, resolved in spans for t in times[times.index(resolved):])
+    assert several > 50 and crossed > 0.4 * several
+    assert late > 0.3 * len(cycles)
+
+
+def test_disorder_re_posts_closes_after_a_later_cycle_opened():
+    chosen, cycles = disordered(), cycles_of(disordered())
+    after_next = after_two = 0
+    for chat, deliveries in by_chat(chosen).items():
+        spans = cycles[chat]
+        times = [(event_ms(orjson.loads(d.body)), bool(d.headers)) for d in deliveries]
+        opened = {started: times.index((started, False)) for started, _ in spans}
+        for n, (_, resolved) in enumerate(spans[:-1]):
+            retries = [i for i, (t, retry) in enumerate(times) if retry and t == resolved]
+            after_next += any(i > opened[spans[n + 1][0]] for i in retries)
+            after_two += n + 2 < len(spans) and any(i > opened[spans[n + 2][0]] for i in retries)
+    assert after_next > 20 and after_two > 0
+
+
+def test_disorder_marks_the_delivery_that_completes_each_cycle():
+    """`closes` is on the last first attempt of the events up to the cycle's close (earlier cycles too)."""
+    chosen = disordered()
+    resolved = {c["contact_id"]: ms(c["resolved_at"]) for c in chosen.expected}
+    marked = Counter()
+    for chat, deliveries in by_chat(chosen).items():
+        firsts = [(i, event_ms(orjson.loads(d.body))) for i, d in enumerate(deliveries) if not d.headers]
+        for i, delivery in enumerate(deliveries):
+            if delivery.closes:
+                cid = f"acme-sim:{chat}:{delivery.closes}"
+                assert not delivery.headers
+                assert i == max(j for j, t in firsts if t <= resolved[cid])
+                marked[cid] += 1
+    assert max(marked.values()) == 1 and len(marked) > 0.85 * len(resolved)
+    assert any(orjson.loads(d.body).get("action") == "message_create" for d in chosen.deliveries if d.closes)
+
+
+def test_disorder_still_spreads_each_chat_and_interleaves_chats():
+    chosen = disordered()
+    chats = [d.chat for d in chosen.deliveries[:200]]
+    assert sum(a != b for a, b in zip(chats, chats[1:])) > 100
+
+
+def test_simulate_takes_disorder_on_the_command_line():
+    from connectors.cli import build_parser
+    argv = ["simulate", "--integration", "acme", "--key", "k", "--chats", "3"]
+    assert build_parser().parse_args(argv + ["--disorder"]).disorder is True
+    assert build_parser().parse_args(argv).disorder is False
