@@ -1,9 +1,11 @@
 """Replay: rebuild the contacts resolved in a window from the raw topic, with fresh state.
 
 It never joins the live worker's consumer group: it reads the raw topic with an
-unassigned consumer up to the partition ends it saw when it started, applies the same
-pure state machine (streams/chat.py) in memory, and compares what it rebuilt with what
-the target topic already holds, by contact_id. Contact ids are deterministic, so a
+unassigned consumer up to the partition ends it saw when it started, and runs the
+worker's own ContactProcessor over it with in-memory tables, so it folds revisions,
+retractions and queue moves exactly as the live run does. It then compares each rebuilt
+contact's final revision with the target topic's highest revision of the same contact_id,
+and writes what differs as the next revision there. Contact ids are deterministic, so a
 second replay of the same window finds everything present and writes nothing.
 """
 
@@ -19,13 +21,17 @@ from aiokafka import TopicPartition
 
 from connectors.follower import TopicFollower
 from connectors.kafka import ensure_topic, make_consumer, make_producer, true_ends
-from streams.chat import ChatState, apply, expire
-from streams.contact import UNDEFINED_QUEUE, build_contact, contact_key, queue_for
-from streams.events import Skip, normalise_or_skip
+from streams.contact import build_retraction, contact_key, revision_order, revision_plan
+from streams.events import parse_time
 from streams.group_names import GroupNames
+from streams.processor import ContactProcessor
 from streams.settings import Settings
+from streams.tables import partition_of
+from streams.worker_metrics import WorkerMetrics
 
-__all__ = ["ReplayWindow", "ReplayReport", "replay"]
+__all__ = ["ReplayWindow", "ReplayReport", "replay", "final_revisions"]
+
+_UNCOMPARED = {"emitted_at", "revision"}
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,6 @@ class ReplayWindow:
     lookback_ms: int = 7 * 24 * 3600 * 1000
 
 
-
 @dataclass
 class ReplayReport:
     """What `freshstream replay` prints."""
@@ -47,11 +52,12 @@ class ReplayReport:
     present: int = 0
     missing: int = 0
     differing: int = 0
+    retracted: int = 0
     differing_ids: list[str] = field(default_factory=list)
 
     def counts(self) -> dict:
         return {"rebuilt": self.rebuilt, "present": self.present, "missing": self.missing,
-                "differing": self.differing}
+                "differing": self.differing, "retracted": self.retracted}
 
 
 async def replay(settings: Settings, window: ReplayWindow, target: str, dry_run: bool = False,
@@ -59,12 +65,22 @@ async def replay(settings: Settings, window: ReplayWindow, target: str, dry_run:
     """Rebuild, compare with `target`, and write what is missing or differs (unless dry_run)."""
     names = await _group_names(settings)
     rebuilt = await _rebuild(settings, window, names, progress)
-    existing = await _existing(settings, target, {c["contact_id"] for c in rebuilt})
-    report, to_write = _compare(rebuilt, existing)
+    existing = await _existing(settings, target, set(rebuilt))
+    report, to_write = _compare(rebuilt, existing, window)
     if to_write and not dry_run:
         await ensure_topic(settings, target, settings.topic_partitions)
         await _write(settings, target, to_write)
     return report
+
+
+def final_revisions(records) -> dict[str, dict]:
+    """The record a consumer keeps of each contact_id (streams.contact.revision_order), retractions included."""
+    final: dict[str, dict] = {}
+    for record in records:
+        known = final.get(record["contact_id"])
+        if known is None or revision_order(record) > revision_order(known):
+            final[record["contact_id"]] = record
+    return final
 
 
 async def _group_names(settings: Settings) -> GroupNames:
@@ -78,83 +94,62 @@ async def _group_names(settings: Settings) -> GroupNames:
     return names
 
 
-async def _rebuild(settings: Settings, window: ReplayWindow, names: GroupNames, progress) -> list[dict]:
-    """Apply every raw record from since − lookback up to the ends seen at the start."""
-    states: dict[str, ChatState] = {}
-    watermarks: dict[int, int] = {}
-    partition_of_chat: dict[str, int] = {}
-    contacts: list[dict] = []
-    expiry_ms = settings.chat_expiry_seconds * 1000
+async def _rebuild(settings: Settings, window: ReplayWindow, names: GroupNames, progress) -> dict[str, dict]:
+    """The worker's processor over every raw record from since − lookback up to the ends seen
+    at the start, then its expiry scan at the final watermarks: the final revision per contact."""
+    sent: list[tuple[bytes, bytes]] = []
+
+    async def emit(records: list[tuple[bytes, bytes]]) -> None:
+        sent.extend(records)
+
     consumer = make_consumer(settings, fetch_max_wait_ms=100, max_partition_fetch_bytes=4 * 1024 * 1024)
     await consumer.start()
     try:
         partitions = await _partitions(consumer, settings.raw_topic)
-        consumer.assign(partitions)
-        ends = await true_ends(consumer, partitions)
-        await consumer.seek_to_beginning(*partitions)
-        total, done = sum(ends.values()), 0
-        pending = {tp for tp in partitions if ends[tp] > 0}
-        while pending:
-            for tp, records in (await consumer.getmany(*pending, timeout_ms=500, max_records=5000)).items():
-                for record in records:
-                    if record.offset >= ends[tp]:
-                        break
-                    done += 1
-                    if record.timestamp < window.since - window.lookback_ms:
-                        continue
-                    _apply_record(record, states, watermarks, partition_of_chat, contacts, names, expiry_ms, window)
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
-            if progress:
-                progress(done, total)
+        processor = ContactProcessor(
+            chats={}, pending={}, names=names, emit=emit, metrics=WorkerMetrics(),
+            expiry_ms=settings.chat_expiry_seconds * 1000, group_wait_ms=0,
+            partition_of=lambda key: partition_of(key, max(1, len(partitions))),
+            tombstone_ms=int(settings.chat_tombstone_days * 86_400_000),
+            skew_ms=int(settings.event_time_skew_seconds * 1000))
+        await _read_raw(consumer, partitions, window, processor, progress)
     finally:
         await consumer.stop()
-    for chat, state in states.items():  # the live worker's expiry timer, at the final watermarks
-        _, closed = expire(state, watermarks.get(partition_of_chat[chat], 0), expiry_ms)
-        contacts += _contacts(chat, closed, names, window)
-    return contacts
+    await processor.expire_idle()  # the live worker's expiry timer, at the final watermarks
+    await processor.release_pending()  # names the groups topic does not know: Undefined_Queue now
+    return {contact_id: record for contact_id, record in final_revisions(orjson.loads(v) for _, v in sent).items()
+            if window.integration is None or record["integration"] == window.integration}
 
 
-def _apply_record(record, states, watermarks, partition_of_chat, contacts, names, expiry_ms, window) -> None:
-    try:
-        envelope = orjson.loads(record.value)
-    except orjson.JSONDecodeError:
-        return
-    event = normalise_or_skip(envelope)
-    if isinstance(event, Skip):
-        return
-    chat = event.chat_key
-    watermarks[record.partition] = max(watermarks.get(record.partition, event.at), event.at)
-    partition_of_chat[chat] = record.partition
-    state, closed, _ = apply(states.get(chat), event, expiry_ms)
-    states[chat] = state
-    if event.group_name and event.group_id:
-        names.learn(event.integration, event.group_id, event.group_name)
-    contacts += _contacts(chat, closed, names, window)
-
-
-def _contacts(chat: str, closed, names: GroupNames, window: ReplayWindow) -> list[dict]:
-    """Contacts of the cycles resolved inside the window; the others are not built at all."""
-    integration, _, conversation = chat.partition(":")
-    if window.integration is not None and integration != window.integration:
-        return []
-    return [build_contact(integration, conversation, cycle,
-                          queue_for(cycle, names.for_integration(integration)) or UNDEFINED_QUEUE,
-                          int(time.time() * 1000))
-            for cycle in closed if window.since <= cycle.resolved_at < window.until]
+async def _read_raw(consumer, partitions, window: ReplayWindow, processor: ContactProcessor, progress) -> None:
+    consumer.assign(partitions)
+    ends = await true_ends(consumer, partitions)
+    await consumer.seek_to_beginning(*partitions)
+    total, done = sum(ends.values()), 0
+    pending = {tp for tp in partitions if ends[tp] > 0}
+    while pending:
+        for tp, records in (await consumer.getmany(*pending, timeout_ms=500, max_records=5000)).items():
+            batch = [(r.key, r.value, r.partition) for r in records
+                     if r.offset < ends[tp] and r.timestamp >= window.since - window.lookback_ms]
+            done += sum(1 for r in records if r.offset < ends[tp])
+            await processor.process(batch)
+            if await consumer.position(tp) >= ends[tp]:
+                pending.discard(tp)
+        if progress:
+            progress(done, total)
 
 
 async def _existing(settings: Settings, topic: str, wanted: set[str]) -> dict[str, dict]:
-    """The target topic's copies of the rebuilt contacts, by contact_id (the last copy wins).
+    """The target topic's highest revision of each rebuilt contact, by contact_id.
 
     Only those are kept: the target may hold weeks of contacts, the window a few hours'."""
-    found: dict[str, dict] = {}
+    found: list[dict] = []
     consumer = make_consumer(settings, fetch_max_wait_ms=100)
     await consumer.start()
     try:
         partitions = await _partitions(consumer, topic)
         if not partitions:
-            return found
+            return {}
         consumer.assign(partitions)
         ends = await true_ends(consumer, partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -164,12 +159,12 @@ async def _existing(settings: Settings, topic: str, wanted: set[str]) -> dict[st
                 for record in records:
                     contact = _decoded(record.value)
                     if contact is not None and contact.get("contact_id") in wanted:
-                        found[contact["contact_id"]] = contact
+                        found.append(contact)
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
     finally:
         await consumer.stop()
-    return found
+    return final_revisions(found)
 
 
 def _decoded(value: bytes | None) -> dict | None:
@@ -178,27 +173,62 @@ def _decoded(value: bytes | None) -> dict | None:
         doc = orjson.loads(value) if value is not None else None
     except orjson.JSONDecodeError:
         return None
-    return doc if isinstance(doc, dict) else None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("contact_id"), str) else None
 
 
-def _compare(rebuilt: list[dict], existing: dict[str, dict]) -> tuple[ReplayReport, list[dict]]:
-    report, to_write = ReplayReport(rebuilt=len(rebuilt)), []
-    for contact in sorted(rebuilt, key=lambda c: c["contact_id"]):
-        old = existing.get(contact["contact_id"])
-        if old is None:
+def _in_window(contact: dict, window: ReplayWindow) -> bool:
+    resolved = parse_time(contact.get("resolved_at"))
+    return resolved is not None and window.since <= resolved < window.until
+
+
+def _compare(rebuilt: dict[str, dict], existing: dict[str, dict],
+             window: ReplayWindow) -> tuple[ReplayReport, list[dict]]:
+    """Rebuilt contacts resolved in the window against the target's; what to write there.
+
+    A contact the rebuild retracted is retracted in the target only when the target holds it
+    live and resolved in the window; one the rebuild never saw is left alone."""
+    report, to_write = ReplayReport(), []
+    for contact_id, contact in sorted(rebuilt.items()):
+        old = existing.get(contact_id)
+        live = old is not None and not old.get("retracted", False)
+        if contact["retracted"]:
+            if live and _in_window(old, window):
+                report.retracted += 1
+                to_write += _next_revisions(old, None)
+            continue
+        if not _in_window(contact, window):
+            continue
+        report.rebuilt += 1
+        if not live:
             report.missing += 1
-            to_write.append(contact)
         elif _same(old, contact):
             report.present += 1
+            continue
         else:
             report.differing += 1
-            report.differing_ids.append(contact["contact_id"])
-            to_write.append(contact)
+            report.differing_ids.append(contact_id)
+        to_write += _next_revisions(old, contact)
     return report, to_write
 
 
+def _next_revisions(old: dict | None, contact: dict | None) -> list[dict]:
+    """The records that take the target from `old` to `contact` (None: retract it)."""
+    revision = old.get("revision", 1) if old else 0
+    old_queue = old["queue"] if old and not old.get("retracted", False) else None
+    now = int(time.time() * 1000)
+    records = []
+    for number, queue, retracted in revision_plan(revision, old_queue, contact["queue"] if contact else None):
+        if retracted:
+            records.append(build_retraction(old["integration"], old["conversation_id"], old["cycle"], queue,
+                                            number, now))
+        else:
+            records.append({**contact, "revision": number})
+    return records
+
+
 def _same(a: dict, b: dict) -> bool:
-    return {k: v for k, v in a.items() if k != "emitted_at"} == {k: v for k, v in b.items() if k != "emitted_at"}
+    return ({k: v for k, v in a.items() if k not in _UNCOMPARED}
+            == {k: v for k, v in b.items() if k not in _UNCOMPARED})
 
 
 async def _write(settings: Settings, topic: str, contacts: list[dict]) -> None:
@@ -206,7 +236,7 @@ async def _write(settings: Settings, topic: str, contacts: list[dict]) -> None:
     await producer.start()
     try:
         futures = [await producer.send(topic, orjson.dumps(c), key=contact_key(c["integration"], c["queue"]))
-                   for c in sorted(contacts, key=lambda c: c["resolved_at"])]
+                   for c in contacts]  # in plan order: a move's retraction goes before its new revision
         await asyncio.gather(*futures)  # every write acknowledged, or the replay fails loudly
     finally:
         await producer.stop()

@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--integration", help="only this integration's contacts")
     parser.add_argument("--to", metavar="TOPIC", help="target topic (default FRESHSTREAM_CONTACTS_TOPIC)")
     parser.add_argument("--dry-run", action="store_true", help="write nothing; print the report")
-    parser.add_argument("--json", action="store_true", help="print {rebuilt, present, missing, differing}")
+    parser.add_argument("--json", action="store_true", help="print {rebuilt, present, missing, differing, retracted}")
 
 
 async def run(args, settings: Settings, out) -> int:
@@ -47,7 +47,7 @@ async def run(args, settings: Settings, out) -> int:
     else:
         verb = "would write" if args.dry_run else "written"
         out(f"rebuilt {report.rebuilt}, already present {report.present}, missing {report.missing} ({verb}), "
-            f"differing {report.differing} ({verb})")
+            f"differing {report.differing} ({verb}), no longer existing {report.retracted} (retraction {verb})")
         for contact_id in report.differing_ids:
             out(f"  differing: {contact_id}")
     return 0

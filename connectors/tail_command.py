@@ -15,6 +15,7 @@ import orjson
 from aiokafka import TopicPartition
 
 from connectors.kafka import make_consumer, true_ends, wait_for_broker
+from streams.contact import revision_order
 from streams.settings import Settings
 
 __all__ = ["add_parser", "run", "fold_contacts", "raises_revision"]
@@ -45,23 +46,21 @@ def add_parser(sub) -> None:
     tail.add_argument("--max", type=int, help="stop after printing this many lines")
 
 
-def raises_revision(highest: dict[str, int], contact: Mapping) -> bool:
-    """True when `contact` has a higher revision than any seen for its contact_id; records it in `highest`.
-
-    A record without `revision` (written before revisions existed) counts as revision 1.
-    """
-    revision = contact.get("revision", 1)
-    if revision <= highest.get(contact["contact_id"], 0):
+def raises_revision(highest: dict[str, tuple], contact: Mapping) -> bool:
+    """True when `contact` supersedes every record seen for its contact_id (streams.contact.revision_order);
+    records it in `highest`."""
+    order = revision_order(contact)
+    if order <= highest.get(contact["contact_id"], (0, "")):
         return False
-    highest[contact["contact_id"]] = revision
+    highest[contact["contact_id"]] = order
     return True
 
 
 def fold_contacts(contacts: Iterable[Mapping]) -> list[Mapping]:
     """The contacts that exist: each contact_id at its highest revision, retracted ones left
-    out, sorted by (resolved_at, contact_id). Order of the input does not matter, except that
-    of two records with the same contact_id and revision (a repeat) the first is kept."""
-    highest: dict[str, int] = {}
+    out, sorted by (resolved_at, contact_id). Order of the input does not matter: of two
+    records with the same contact_id and revision (a repeat) the later emitted_at is kept."""
+    highest: dict[str, tuple] = {}
     latest: dict[str, Mapping] = {}
     for contact in contacts:
         if raises_revision(highest, contact):

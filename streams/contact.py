@@ -7,8 +7,8 @@ from functools import lru_cache
 
 from streams.cycles import MESSAGE_BUCKETS, Closed
 
-__all__ = ["UNDEFINED_QUEUE", "build_contact", "build_retraction", "revision_plan", "queue_for", "contact_key",
-           "ms_to_time"]
+__all__ = ["UNDEFINED_QUEUE", "build_contact", "build_retraction", "revision_plan", "revision_order", "queue_for",
+           "contact_key", "ms_to_time"]
 
 UNDEFINED_QUEUE = "Undefined_Queue"
 _COUNTED_OUTCOMES = {"resolved", "expired"}
@@ -63,6 +63,14 @@ def revision_plan(revision: int, queue: str | None, new_queue: str | None) -> li
     if queue is None or queue == new_queue:
         return [(revision + 1, new_queue, False)]
     return [(revision + 1, queue, True), (revision + 2, new_queue, False)]
+
+
+def revision_order(record) -> tuple[int, str]:
+    """What a consumer compares to keep one record per contact_id: the higher revision wins,
+    and of two records with the same revision the later `emitted_at` (a worker that crashed
+    after emitting a revision re-emits it after recovery, possibly folded from more events).
+    A record without `revision`, written before revisions existed, is revision 1."""
+    return record.get("revision", 1), record.get("emitted_at") or ""
 
 
 def contact_key(integration: str, queue: str) -> bytes:

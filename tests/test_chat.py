@@ -188,3 +188,78 @@ def test_any_order_and_any_duplication_gives_the_same_contact(order, dups, rnd):
     _, expected, _ = run(everything)
     _, got, _ = run(deliveries)
     assert got.contacts() == expected.contacts()
+
+
+# --- Each delivery-order bug the contact stream once had, as a named regression -------------
+
+SECOND = [ev("message", 70_000, "user", message_id="c2-open"), ev("message", 75_000, "agent", actor_id="a1"),
+          ev("resolve", 80_000, "agent")]
+THIRD = [ev("reopen", 90_000, "user"), ev("message", 91_000, "user", message_id="c3"),
+         ev("resolve", 100_000, "agent")]
+
+
+def test_next_cycle_arriving_before_the_resolution_that_ended_the_first_is_not_merged():
+    _, out, _ = run(CHAT + SECOND + [RESOLVE])
+    _, expected, _ = run(CHAT + [RESOLVE] + SECOND)
+    assert [(c.cycle, c.started_at, c.resolved_at) for c in out.contacts()] == [
+        (1, T0, T0 + 60_000), (2, T0 + 70_000, T0 + 80_000)]
+    assert out.contacts() == expected.contacts()
+
+
+def test_a_retried_resolution_of_cycle_one_does_not_close_cycle_three():
+    state, out, _ = run(CHAT + [RESOLVE] + SECOND + THIRD[:2])
+    state, out, verdicts = run([RESOLVE] + THIRD[2:], state, out)
+    assert verdicts[0] == Outcome.DUPLICATE
+    assert [(c.cycle, c.resolved_at - c.started_at) for c in out.contacts()] == [
+        (1, 60_000), (2, 10_000), (3, 10_000)]
+
+
+def test_one_resolution_sent_by_webhook_and_by_app_is_one_close():
+    webhook = ev("resolve", 60_300, "agent", source="webhook")
+    app = ev("resolve", 61_000, "agent", source="app")  # its envelope timestamp: a little later
+    user = ev("message", 60_600, "user", message_id="thanks")  # "thanks!" between the two copies
+    for order in ([webhook, user, app], [app, user, webhook], [user, app, webhook]):
+        _, out, _ = run(CHAT + order)
+        assert [(c.cycle, c.resolved_at) for c in out.contacts()] == [(1, T0 + 60_300)], order
+
+
+def test_a_group_assignment_arriving_after_the_close_it_precedes_revises_the_queue():
+    no_group = [e for e in CHAT if e.kind != "assign"]
+    state, out, _ = run(no_group + [RESOLVE])
+    assert queue_for(out.contacts()[0], {"g1": "Support"}) == UNDEFINED_QUEUE
+    _, out, verdicts = run([CHAT[1]], state, out)
+    assert verdicts == [Outcome.REVISED] and out.revisions == {1: 2}
+    assert queue_for(out.contacts()[0], {"g1": "Support"}) == "Support"
+
+
+def test_user_messages_after_a_spam_or_deleted_close_make_no_contact():
+    for status in ("spam", "deleted"):
+        after = [ev("message", 70_000, "user", message_id="more"), ev("resolve", 80_000, "agent")]
+        _, out, verdicts = run(CHAT + [ev("terminal", 60_000, "system", status=status)] + after)
+        assert [c.outcome for c in out.contacts()] == [status]
+        assert verdicts[-2:] == [Outcome.AFTER_TERMINAL, Outcome.AFTER_TERMINAL]
+        _, out, _ = run(CHAT + [ev("terminal", 60_000, "system", status=status), ev("reopen", 90_000, "user"),
+                                ev("resolve", 95_000, "agent")])
+        assert [c.outcome for c in out.contacts()] == [status, "resolved"]
+
+
+def test_a_chat_back_after_its_state_was_forgotten_does_not_reuse_a_contact_id():
+    state, _, _ = run(CHAT + [RESOLVE])
+    state, _, _ = expire(state, T0 + 60_001 + EXPIRY, EXPIRY, TOMBSTONE)
+    _, out, _ = run([ev("message", 20 * DAY, "user"), ev("resolve", 20 * DAY + 5, "agent")], state)
+    assert [c.cycle for c in out.contacts()] == [2]
+
+
+def test_a_cycle_split_by_a_late_resolution_renumbers_and_the_vanished_one_is_retracted():
+    late_resolve = ev("resolve", 45_000, "agent")
+    state, out, _ = run(CHAT + [RESOLVE] + SECOND)
+    state, out, verdicts = run([late_resolve], state, out)
+    assert verdicts == [Outcome.REVISED]
+    assert [(c.cycle, c.resolved_at) for c in out.contacts()] == [(1, T0 + 45_000), (2, T0 + 80_000)]
+    merged = [ev("message", 50_000 + EXPIRY + DAY, "user", message_id="after-a-gap"),
+              ev("resolve", 50_000 + EXPIRY + DAY + 10, "agent")]
+    state, out, _ = run(CHAT + merged)
+    assert [c.outcome for c in out.contacts()] == ["expired", "resolved"]
+    state, out, _ = run([ev("message", 50_000 + EXPIRY // 2, "user", message_id="fills-the-gap"),
+                         ev("message", 50_000 + EXPIRY, "agent", actor_id="a1")], state, out)
+    assert [c.cycle for c in out.contacts()] == [1] and out.final[2] is None

@@ -6,6 +6,7 @@ import asyncio
 
 import orjson
 
+from streams.events import parse_time
 from streams.group_names import GroupNames
 from streams.processor import ContactProcessor
 from streams.worker_metrics import WorkerMetrics
@@ -85,3 +86,49 @@ def test_expiry_scan_counts_open_chats_per_queue():
     asyncio.run(proc.expire_idle())
     assert metrics.open_chats.get(queue="Support") == 1 and metrics.open_chats.get(queue="Undefined_Queue") == 1
     assert metrics.oldest_open_chat.get() > 0
+
+
+def sent_records(sink):
+    return [(key.decode(), orjson.loads(value)) for key, value in sink.sent]
+
+
+def test_a_move_to_another_queue_retracts_under_the_old_key_then_revises_under_the_new():
+    names = GroupNames()
+    names.learn("acme", "g1", "Support")
+    names.learn("acme", "g2", "Billing")
+    proc, _, _, sink, metrics = processor(names)
+    asyncio.run(proc.process([(None, message("c5", 1), 0), (None, assign("c5", 2, "g1"), 0),
+                              (None, resolve("c5", 9), 0)]))
+    asyncio.run(proc.process([(None, assign("c5", 5, "g2"), 0)]))  # a transfer that arrived late
+    assert [(key, r["revision"], r["retracted"]) for key, r in sent_records(sink)] == [
+        ("acme/Support", 1, False), ("acme/Support", 2, True), ("acme/Billing", 3, False)]
+    assert metrics.retractions.get(queue="Support") == 1 and metrics.revisions.get(queue="Billing") == 1
+
+
+def future(conversation, second, years):
+    body = orjson.loads(message(conversation, second))
+    body["payload"]["action_time"] = f"{2024 + years}-05-06T09:00:{second:02d}.000Z"
+    return orjson.dumps(body)
+
+
+def test_one_event_dated_years_ahead_does_not_move_the_watermark():
+    proc, chats, _, sink, metrics = processor()
+    asyncio.run(proc.process([(None, message("c6", 1), 0), (None, future("c7", 2, years=3), 0)]))
+    asyncio.run(proc.expire_idle())
+    assert sink.sent == [] and metrics.events.get(kind="message", verdict="future_time") == 1
+    assert proc.watermarks[0] < parse_time("2024-05-06T10:00:00Z")
+
+
+def test_a_retried_message_without_an_event_time_counts_once():
+    def timeless(received):
+        body = orjson.loads(message("c8", 1))
+        del body["payload"]["action_time"]
+        body["received_at"], body["event_id"] = received, "same-body"
+        return orjson.dumps(body)
+
+    names = GroupNames()
+    proc, _, _, sink, metrics = processor(names)
+    asyncio.run(proc.process([(None, timeless(T.format(3)), 0), (None, timeless(T.format(40)), 0),
+                              (None, resolve("c8", 50), 0)]))
+    [(_, contact)] = sent_records(sink)
+    assert contact["messages"]["user"] == 1 and metrics.events.get(kind="message", verdict="duplicate") == 1
