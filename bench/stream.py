@@ -16,6 +16,10 @@ noisy machine:
    acknowledged. The worker (`python -m connectors.cli worker`) is timed from the moment
    its /readyz turns 200 (partitions assigned, reading starts) to the `emitted_at` of its
    last contact. Goal: worker >= 50% of the ceiling's events/s, exactly `chats` contacts.
+   A contact counts once per contact_id, at its highest `revision` (of equal ones the
+   later `emitted_at`) unless that record is `retracted`; records without the fields count
+   as revision 1, not retracted, so a worker that revises contacts and one that does not
+   are checked alike.
 2. Memory per open chat. A fresh worker's RSS (VmRSS) once ready and idle, then again
    after it applied --open-chats chats of 2 events each (no resolution); the difference
    per chat, next to the size of the serialised state per chat (ChatState.dumps()).
@@ -33,10 +37,25 @@ broker and this script to another, so each figure is "one process on one core". 
 child is stopped on exit, error, Ctrl-C or SIGTERM (and Linux kills them if this script
 is killed outright).
 
+Comparing with an earlier commit (--compare-with REF): a change must often show that it
+costs no throughput or memory against the code before it, and two separate runs on a
+shared machine differ by more than the change does. So REF is checked out into a
+temporary `git worktree add --detach` (removed on exit, error or Ctrl-C) and its worker
+runs in the same run as an extra subject of measurement 1: the same pre-loaded topic,
+settings, CPU pinning and .venv interpreter, its own app id, consumer group and contacts
+topic (REF may keep its state in another format), and PYTHONPATH pointing at the
+worktree. With --repeats N the workers run REF, current, REF, current, ... (N each, so
+neither always gets the warmer or the fuller broker) and the medians are compared:
+current / REF events/s, goal >= 90%. --compare-memory also runs measurement 2 for REF
+(bytes per open chat of both; REF's serialised state size is not measured, this script
+imports only the current tree). "Current" is the repository's working tree, uncommitted
+edits included.
+
 Run it from the repository root (takes a few minutes with the defaults):
 
     .venv/bin/python bench/stream.py [--chats 20000] [--events-per-chat 10]
         [--open-chats 100000] [--partitions 6] [--skip-memory]
+        [--compare-with REF [--compare-memory]] [--repeats N]
 
 --skip-memory skips measurements 2 and 3. Exit status: 0 when every correctness check
 passed (goals missed are reported, not failures), 1 when one failed or a step timed out,
@@ -47,9 +66,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -88,6 +110,7 @@ EVENT_STEP_MS = 20_000  # ... and one event per chat every 20 s: ~200 chats open
 MIDDLE = [("bot", "normal"), ("agent", "normal"), ("user", "normal"), ("agent", "private"),
           ("agent", "normal"), ("user", "normal"), ("agent", "normal")]
 THROUGHPUT_GOAL, MEMORY_GOAL_BYTES, RECOVERY_GOAL_S = 0.50, 1024, 10.0
+REF_GOAL = 0.90  # current / REF events/s: "within 10% of the commit before"
 READY_TIMEOUT_S = 180.0
 RECOVERY_SAMPLE = 1000  # open chats resolved after the restart to prove their state survived
 
@@ -109,15 +132,27 @@ class Machine:
     other_cpus: set[int] | None  # the broker and this script
 
 
+@dataclass(frozen=True)
+class Code:
+    """The code a worker runs: the tree its PYTHONPATH points at, a label to print, a slug for names."""
+
+    label: str
+    root: Path
+    slug: str
+
+
+CURRENT = Code("current", ROOT, "cur")
+
+
 def tail(log: Path, lines: int = 15) -> str:
     text = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
     return "\n".join(text[-lines:]) or "(empty log)"
 
 
-def bench_env(settings: Settings) -> dict:
-    """The child's environment: these settings spelled out, and the work tree importable."""
+def bench_env(settings: Settings, root: Path = ROOT) -> dict:
+    """The child's environment: these settings spelled out, and the tree at `root` importable."""
     env = child_environment(settings)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     return env
 
 
@@ -158,8 +193,8 @@ class Worker:
 
     verb = ["worker", "--web-port"]  # the port flag follows the verb
 
-    def __init__(self, machine: Machine, settings: Settings, name: str) -> None:
-        self.machine, self.settings, self.name = machine, settings, name
+    def __init__(self, machine: Machine, settings: Settings, name: str, code: Code = CURRENT) -> None:
+        self.machine, self.settings, self.name, self.code = machine, settings, name, code
         self.port = free_port()
         self.log = machine.workdir / f"{name}.log"
         self.cwd = machine.workdir / name  # Faust's <app id>-data directory goes here
@@ -171,7 +206,8 @@ class Worker:
         self.started_at = time.time()
         self.proc = self.machine.children.start(
             self.name, [sys.executable, "-m", "connectors.cli", *self.verb, str(self.port)],
-            env=bench_env(self.settings), log=self.log, cwd=self.cwd, cpus=self.machine.subject_cpus)
+            env=bench_env(self.settings, self.code.root), log=self.log, cwd=self.cwd,
+            cpus=self.machine.subject_cpus)
         return self
 
     async def _get(self, session: aiohttp.ClientSession, path: str) -> tuple[int | None, str]:
@@ -387,25 +423,67 @@ async def preload(settings: Settings, topic: str, records: list[tuple[bytes, byt
         raise BenchError(f"{topic} holds {held:,} records, not the {len(records):,} produced")
 
 
+@dataclass(frozen=True)
+class Held:
+    """The record a contact_id stands at: its place in the revision order, and what the checks look at."""
+
+    order: tuple[int, int]  # (revision, emitted_at ms): what a consumer keeps the highest of
+    retracted: bool
+    undefined: bool = False
+    without_history: bool = False  # no user message or no group: the chat's earlier events were not applied
+
+    @classmethod
+    def of(cls, contact: dict) -> "Held":
+        """Tolerant of records without `revision`/`retracted` (older workers: revision 1) or a body."""
+        emitted = contact.get("emitted_at")
+        order = (contact.get("revision", 1), parse_time(emitted) if emitted else 0)
+        if contact.get("retracted"):
+            return cls(order, True)
+        messages = contact.get("messages") or {}
+        return cls(order, False, contact.get("queue") == "Undefined_Queue",
+                   not messages.get("user") or contact.get("group_id") is None)
+
+    def replaces(self, other: "Held | None") -> bool:
+        """Higher revision, or the same one emitted later (a re-emission after a crash) or as late."""
+        return other is None or self.order >= other.order
+
+
 @dataclass
 class Contacts:
-    """What a TopicWatch has read from a contacts topic so far."""
+    """What a TopicWatch has read from a contacts topic so far, one entry per contact_id.
+
+    Workers may write a contact_id more than once (revisions, retractions), so the checks
+    count live ids (highest revision not retracted), not records.
+    """
 
     records: int = 0
-    ids: set = field(default_factory=set)
-    undefined: int = 0
-    without_history: int = 0  # no user message or no group: the chat's earlier events were not applied
+    held: dict[str, Held] = field(default_factory=dict)
+    live: int = 0  # kept as records arrive: read_contacts polls it after every fetch
     last_emitted_ms: int = 0
     last_seen: float = 0.0  # wall clock when the latest record was read
 
     def add(self, value: bytes) -> None:
         contact = orjson.loads(value)
         self.records += 1
-        self.ids.add(contact["contact_id"])
-        self.undefined += contact["queue"] == "Undefined_Queue"
-        self.without_history += contact["messages"]["user"] == 0 or contact["group_id"] is None
-        self.last_emitted_ms = max(self.last_emitted_ms, parse_time(contact["emitted_at"]))
+        new, old = Held.of(contact), self.held.get(contact["contact_id"])
+        if new.replaces(old):
+            self.held[contact["contact_id"]] = new
+            self.live += (not new.retracted) - (old is not None and not old.retracted)
+        self.last_emitted_ms = max(self.last_emitted_ms, new.order[1])
         self.last_seen = time.time()
+
+    @property
+    def ids(self) -> set[str]:
+        """The live contact ids."""
+        return {cid for cid, held in self.held.items() if not held.retracted}
+
+    @property
+    def undefined(self) -> int:
+        return sum(held.undefined for held in self.held.values() if not held.retracted)
+
+    @property
+    def without_history(self) -> int:
+        return sum(held.without_history for held in self.held.values() if not held.retracted)
 
 
 class TopicWatch:
@@ -450,13 +528,16 @@ class TopicWatch:
         return sum(self.consumer.highwater(tp) for tp in self.tps)
 
     async def read_contacts(self, count: int, timeout: float) -> Contacts:
-        """Read contacts until `count` records arrived."""
+        """Read contacts until `count` contact ids are live (records alone may be revisions)."""
         async def enough() -> bool:
             await self._read(keep=True)
-            return self.contacts.records >= count
+            return self.contacts.live >= count
 
-        await wait_for(enough, timeout, f"{count:,} contacts on {self.topic} "
-                                        f"(got {self.contacts.records:,} so far)", interval=0)
+        try:
+            await wait_for(enough, timeout, f"{count:,} contacts on {self.topic}", interval=0)
+        except BenchError as exc:
+            raise BenchError(f"{exc} (got {self.contacts.live:,} live ids in "
+                             f"{self.contacts.records:,} records)") from None
         return self.contacts
 
     async def drain(self, timeout: float = 30.0) -> Contacts:
@@ -570,18 +651,19 @@ async def run_ceiling(machine: Machine, settings: Settings, events: int, chats: 
     return figures
 
 
-# --- 1. throughput: the worker ---------------------------------------------------------
+# --- 1. throughput: the workers --------------------------------------------------------
 
 
-async def run_worker_throughput(machine: Machine, settings: Settings, events: int, chats: int) -> dict:
+async def run_worker_throughput(machine: Machine, settings: Settings, events: int, chats: int,
+                                code: Code = CURRENT, name: str = "worker-throughput") -> dict:
     """Worker from /readyz 200 to the emitted_at of its last contact; checks the contacts."""
     await ensure_topics(settings)  # the contacts topic exists before the watch reads it
     watch = TopicWatch(settings, settings.contacts_topic)
     await watch.start()
-    worker = Worker(machine, settings, "worker-throughput").start()
+    worker = Worker(machine, settings, name, code).start()
     try:
         ready = await worker.wait_ready()
-        print(f"  worker pid {worker.proc.pid} ready {ready - worker.started_at:.1f} s after start; "
+        print(f"  {code.label} worker pid {worker.proc.pid} ready {ready - worker.started_at:.1f} s after start; "
               "reading the pre-loaded topic", flush=True)
         contacts = await watch.read_contacts(chats, timeout=max(600.0, events / 200))
         totals = await worker.wait_counted(events, timeout=120)
@@ -592,7 +674,46 @@ async def run_worker_throughput(machine: Machine, settings: Settings, events: in
         await worker.stop()
 
 
-async def measure_throughput(machine: Machine, base: Settings, args, tag: str) -> dict:
+def run_order(ref: Code | None, repeats: int) -> list[Code]:
+    """REF, current, REF, current, ...: neither always gets the cooler machine or the emptier broker."""
+    return ([ref, CURRENT] if ref else [CURRENT]) * repeats
+
+
+async def time_worker(machine: Machine, settings: Settings, args, code: Code, run: str) -> dict:
+    """One run on the pre-loaded topic; its own app id (consumer group, changelogs) and contacts topic.
+
+    Own names make the worker read everything from scratch, and let REF keep its state in
+    whatever format it has without meeting the current tree's.
+    """
+    own = settings.replace(contacts_topic=f"{settings.contacts_topic}-{run}",
+                           worker_app_id=f"{settings.worker_app_id}-{run}")
+    events = args.chats * args.events_per_chat
+    worker = await run_worker_throughput(machine, own, events, args.chats, code, f"worker-throughput-{run}")
+    contacts: Contacts = worker["contacts"]
+    seconds = contacts.last_emitted_ms / 1000 - worker["ready"]
+    seen_seconds = contacts.last_seen - worker["ready"]
+    rate = events / seconds
+    print(f"  {code.label} worker: {events:,} events in {seconds:.2f} s = {rate:,.0f} events/s "
+          f"(ready → last emitted_at); {events / seen_seconds:,.0f} events/s to the last contact read here",
+          flush=True)
+    ok = check_contacts(contacts, args.chats, worker["totals"])
+    return {"rate": rate, "ok": ok, "contacts": len(contacts.ids)}
+
+
+def check_contacts(contacts: Contacts, chats: int, totals: dict) -> bool:
+    """Exactly `chats` live contact ids, none in Undefined_Queue; printed with the worker's verdicts."""
+    ids, undefined = len(contacts.ids), contacts.undefined
+    retracted = len(contacts.held) - ids
+    ok = ids == chats and undefined == 0
+    verdicts = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(totals.items()))
+    print(f"    contacts: {contacts.records:,} records, {ids:,} distinct live contact ids "
+          f"({retracted:,} retracted), {undefined:,} in Undefined_Queue (expected {chats:,}, 0): "
+          f"{'OK' if ok else 'FAILED'}; events: {verdicts}", flush=True)
+    return ok
+
+
+async def measure_throughput(machine: Machine, base: Settings, args, tag: str, ref: Code | None) -> dict:
+    """The ceiling once, then every worker run (run_order) on the same pre-loaded topic."""
     settings = base.replace(raw_topic=f"bench-raw-{tag}", contacts_topic=f"bench-contacts-{tag}",
                             worker_app_id=f"bench-worker-{tag}")
     events = args.chats * args.events_per_chat
@@ -604,34 +725,60 @@ async def measure_throughput(machine: Machine, base: Settings, args, tag: str) -
     ceiling_rate = events / ceiling["seconds"]
     print(f"  ceiling (plain aiokafka loop): {events:,} events in {ceiling['seconds']:.2f} s = "
           f"{ceiling_rate:,.0f} events/s; {ceiling['contacts']:,} contacts acknowledged", flush=True)
-    worker = await run_worker_throughput(machine, settings, events, args.chats)
-    contacts: Contacts = worker["contacts"]
-    seconds = contacts.last_emitted_ms / 1000 - worker["ready"]
-    seen_seconds = contacts.last_seen - worker["ready"]
-    rate = events / seconds
-    print(f"  worker: {events:,} events in {seconds:.2f} s = {rate:,.0f} events/s (ready → last emitted_at); "
-          f"{events / seen_seconds:,.0f} events/s to the last contact read here", flush=True)
-    verdicts = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(worker["totals"].items()))
-    ok = contacts.records == args.chats and len(contacts.ids) == args.chats and contacts.undefined == 0
-    print(f"  worker contacts: {contacts.records:,} records, {len(contacts.ids):,} distinct contact ids, "
-          f"{contacts.undefined:,} in Undefined_Queue (expected {args.chats:,}, 0): {'OK' if ok else 'FAILED'}; "
-          f"events: {verdicts}", flush=True)
-    return {"ceiling": ceiling_rate, "worker": rate, "ok": ok, "contacts": contacts.records}
+    runs: dict[str, list[dict]] = {}
+    order = run_order(ref, args.repeats)
+    for n, code in enumerate(order, 1):
+        print(f"  run {n}/{len(order)}: {code.label} worker", flush=True)
+        runs.setdefault(code.slug, []).append(await time_worker(machine, settings, args, code, f"{code.slug}{n}"))
+    return summarise_throughput(ceiling_rate, runs, ref)
+
+
+def summarise_throughput(ceiling: float, runs: dict[str, list[dict]], ref: Code | None) -> dict:
+    """Median events/s per tree (one run each: that run), and current / REF when comparing."""
+    median = {slug: statistics.median(run["rate"] for run in slug_runs) for slug, slug_runs in runs.items()}
+    figures = {"ceiling": ceiling, "worker": median["cur"], "runs": len(runs["cur"]), "ref": None,
+               "ok": all(run["ok"] for slug_runs in runs.values() for run in slug_runs),
+               "contacts": sorted({run["contacts"] for slug_runs in runs.values() for run in slug_runs})}
+    if ref:
+        figures.update(ref=median["ref"], ref_label=ref.label)
+        each = {slug: ", ".join(f"{run['rate']:,.0f}" for run in runs[slug]) for slug in ("cur", "ref")}
+        print(f"  current vs {ref.label}: median {median['cur']:,.0f} vs {median['ref']:,.0f} events/s "
+              f"(current {each['cur']}; REF {each['ref']}); current / REF = {median['cur'] / median['ref']:.3f} "
+              f"(goal >= {REF_GOAL:.0%})", flush=True)
+    return figures
 
 
 # --- 2. memory per open chat, and 3. recovery ------------------------------------------
 
 
-async def measure_memory(machine: Machine, base: Settings, args, tag: str) -> tuple[dict, Worker, Settings]:
+async def measure_state(machine: Machine, base: Settings, args, tag: str,
+                        ref: Code | None) -> tuple[dict, dict | None, dict]:
+    """Measurements 2 and 3; REF's memory first when it is given (its worker is not restarted)."""
+    ref_memory = None
+    if ref:
+        ref_memory, ref_worker, _ = await measure_memory(machine, base, args, tag, ref)
+        await ref_worker.stop()
+    memory, worker, settings = await measure_memory(machine, base, args, tag)
+    if ref_memory:
+        print(f"  memory per open chat: current {memory['per_chat']:,.0f} B vs {ref.label} "
+              f"{ref_memory['per_chat']:,.0f} B", flush=True)
+    recovery = await measure_recovery(machine, settings, worker, memory["rss_before"], args, tag)
+    return memory, ref_memory, recovery
+
+
+async def measure_memory(machine: Machine, base: Settings, args, tag: str,
+                         code: Code = CURRENT) -> tuple[dict, Worker, Settings]:
     """RSS of a fresh worker before and after it holds --open-chats open chats."""
-    settings = base.replace(raw_topic=f"bench-raw-open-{tag}", contacts_topic=f"bench-contacts-open-{tag}",
-                            worker_app_id=f"bench-open-{tag}")
+    run = f"{code.slug}-{tag}"
+    settings = base.replace(raw_topic=f"bench-raw-open-{run}", contacts_topic=f"bench-contacts-open-{run}",
+                            worker_app_id=f"bench-open-{run}")
     n = args.open_chats
-    print(f"\n2. memory: {n:,} open chats x 2 events (user message, assignment; no resolution)", flush=True)
+    print(f"\n2. memory, {code.label} worker: {n:,} open chats x 2 events (user message, assignment; "
+          "no resolution)", flush=True)
     await ensure_topics(settings)
     load = build_load(n, 2, resolve=False)
-    state_bytes, key_bytes = state_sizes(load, min(n, 2000))
-    worker = Worker(machine, settings, "worker-memory").start()
+    state_bytes, key_bytes = state_sizes(load, min(n, 2000)) if code is CURRENT else (None, None)
+    worker = Worker(machine, settings, f"worker-memory-{code.slug}", code).start()
     await worker.wait_ready()
     before = await worker.settled_rss()
     print(f"  worker pid {worker.proc.pid} ready and idle: RSS {before / 2**20:.1f} MiB", flush=True)
@@ -640,9 +787,10 @@ async def measure_memory(machine: Machine, base: Settings, args, tag: str) -> tu
     totals = await worker.wait_counted(2 * n, timeout=max(600.0, n / 100), applied_only=True)
     after = await worker.settled_rss()
     per_chat = (after - before) / n
+    state = (f"serialised state {state_bytes:.0f} bytes (+ key {key_bytes:.0f} bytes) per chat" if state_bytes
+             else "serialised state not measured (this script imports only the current tree)")
     print(f"  after {totals.get('applied', 0):,.0f} events applied: RSS {after / 2**20:.1f} MiB; "
-          f"{per_chat:,.0f} bytes per open chat; serialised state {state_bytes:.0f} bytes "
-          f"(+ key {key_bytes:.0f} bytes) per chat", flush=True)
+          f"{per_chat:,.0f} bytes per open chat; {state}", flush=True)
     figures = {"per_chat": per_chat, "state_bytes": state_bytes, "key_bytes": key_bytes, "rss_before": before}
     return figures, worker, settings
 
@@ -694,24 +842,10 @@ async def check_survivors(settings: Settings, sample: int) -> bool:
 # --- report ----------------------------------------------------------------------------
 
 
-def report(throughput: dict, memory: dict | None, recovery: dict | None, open_chats: int) -> None:
-    rows = [("figure", "value", "baseline", "ratio", "goal", "")]
-    ratio = throughput["worker"] / throughput["ceiling"]
-    rows.append(("throughput (events/s)", f"worker {throughput['worker']:,.0f}",
-                 f"plain loop {throughput['ceiling']:,.0f}", f"{ratio:.1%}", f">= {THROUGHPUT_GOAL:.0%}",
-                 _met(ratio >= THROUGHPUT_GOAL)))
-    rows.append(("contacts emitted", f"{throughput['contacts']:,}", "chats", "", "exactly = chats",
-                 _met(throughput["ok"])))
-    if memory:
-        per_chat = memory["per_chat"]
-        rows.append(("memory per open chat", f"{per_chat:,.0f} B", f"state {memory['state_bytes']:.0f} B",
-                     f"{per_chat / memory['state_bytes']:.1f}x", f"< {MEMORY_GOAL_BYTES} B",
-                     _met(per_chat < MEMORY_GOAL_BYTES)))
-    if recovery:
-        rows.append((f"restart, {open_chats:,} chats", f"{recovery['recovered']:.2f} s",
-                     f"empty {recovery['fresh']:.2f} s", f"{recovery['recovered'] - recovery['fresh']:+.2f} s",
-                     f"< {RECOVERY_GOAL_S:.0f} s", _met(recovery["recovered"] < RECOVERY_GOAL_S)))
-        rows.append(("state survived restart", "sampled chats", "", "", "all", _met(recovery["ok"])))
+def report(throughput: dict, memory: dict | None, ref_memory: dict | None, recovery: dict | None,
+           open_chats: int) -> None:
+    rows = [("figure", "value", "baseline", "ratio", "goal", ""), *_throughput_rows(throughput),
+            *_memory_rows(memory, ref_memory, throughput.get("ref_label")), *_recovery_rows(recovery, open_chats)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print("\nsummary")
     for n, row in enumerate(rows):
@@ -720,8 +854,103 @@ def report(throughput: dict, memory: dict | None, recovery: dict | None, open_ch
             print("  " + "  ".join("-" * width for width in widths))
 
 
+def _throughput_rows(figures: dict) -> list[tuple[str, ...]]:
+    """The worker against the ceiling, against REF when compared, and the contacts check."""
+    ratio, many = figures["worker"] / figures["ceiling"], figures["runs"] > 1
+    median = f", median of {figures['runs']}" if many else ""
+    rows = [(f"throughput (events/s){median}", f"worker {figures['worker']:,.0f}",
+             f"plain loop {figures['ceiling']:,.0f}", f"{ratio:.1%}", f">= {THROUGHPUT_GOAL:.0%}",
+             _met(ratio >= THROUGHPUT_GOAL))]
+    if figures["ref"]:
+        vs = figures["worker"] / figures["ref"]
+        rows.append((f"throughput vs REF{median}", f"current {figures['worker']:,.0f}",
+                     f"{figures['ref_label']} {figures['ref']:,.0f}", f"{vs:.1%}", f">= {REF_GOAL:.0%}",
+                     _met(vs >= REF_GOAL)))
+    contacts = " / ".join(f"{n:,}" for n in figures["contacts"])
+    rows.append(("contacts emitted" + (", every run" if many or figures["ref"] else ""), contacts, "chats", "",
+                 "exactly = chats", _met(figures["ok"])))
+    return rows
+
+
+def _memory_rows(memory: dict | None, ref_memory: dict | None, ref_label: str | None) -> list[tuple[str, ...]]:
+    if not memory:
+        return []
+    per_chat = memory["per_chat"]
+    rows = [("memory per open chat", f"{per_chat:,.0f} B", f"state {memory['state_bytes']:.0f} B",
+             f"{per_chat / memory['state_bytes']:.1f}x", f"< {MEMORY_GOAL_BYTES} B",
+             _met(per_chat < MEMORY_GOAL_BYTES))]
+    if ref_memory:
+        rows.append(("memory per open chat vs REF", f"current {per_chat:,.0f} B",
+                     f"{ref_label} {ref_memory['per_chat']:,.0f} B",
+                     f"{per_chat / ref_memory['per_chat']:.2f}x" if ref_memory["per_chat"] > 0 else "",
+                     f"< {MEMORY_GOAL_BYTES} B", _met(per_chat < MEMORY_GOAL_BYTES)))
+    return rows
+
+
+def _recovery_rows(recovery: dict | None, open_chats: int) -> list[tuple[str, ...]]:
+    if not recovery:
+        return []
+    return [(f"restart, {open_chats:,} chats", f"{recovery['recovered']:.2f} s", f"empty {recovery['fresh']:.2f} s",
+             f"{recovery['recovered'] - recovery['fresh']:+.2f} s", f"< {RECOVERY_GOAL_S:.0f} s",
+             _met(recovery["recovered"] < RECOVERY_GOAL_S)),
+            ("state survived restart", "sampled chats", "", "", "all", _met(recovery["ok"]))]
+
+
 def _met(ok: bool) -> str:
     return "met" if ok else "NOT met"
+
+
+# --- the REF tree ----------------------------------------------------------------------
+
+
+def git(*args: str) -> str:
+    """git in this repository; its stdout, or BenchError with what git said."""
+    done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BenchError(f"git {' '.join(args)}: {done.stderr.strip() or f'exit {done.returncode}'}")
+    return done.stdout.strip()
+
+
+@contextlib.contextmanager
+def ref_worktree(ref: str | None):
+    """REF checked out in a temporary detached worktree for its worker; removed however the run ends."""
+    if ref is None:
+        yield None
+        return
+    sha = git("rev-parse", "--verify", f"{ref}^{{commit}}")
+    path = Path(tempfile.mkdtemp(prefix="freshstream-bench-ref-"))
+    try:
+        git("worktree", "add", "--detach", str(path), sha)
+        code = Code(f"REF {ref} ({sha[:10]})", path, "ref")
+        check_imports(code)
+        yield code
+    finally:
+        remove_worktree(path)
+
+
+def remove_worktree(path: Path) -> None:
+    """`git worktree remove --force`; should git refuse (half made), delete it and prune the record."""
+    try:
+        git("worktree", "remove", "--force", str(path))
+    except BenchError:
+        shutil.rmtree(path, ignore_errors=True)
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], capture_output=True)
+
+
+def check_imports(code: Code) -> None:
+    """Fail early unless a child started as the workers are imports its packages from code.root.
+
+    The .venv holds an editable install of the repository root: PYTHONPATH must win over it,
+    or "REF" would silently be the current tree. (cwd: not a tree, as for the workers.)
+    """
+    script = "import connectors, streams; print(connectors.__file__); print(streams.__file__)"
+    done = subprocess.run([sys.executable, "-c", script], env=bench_env(Settings(), code.root),
+                          cwd=tempfile.gettempdir(), capture_output=True, text=True)
+    found = done.stdout.split()
+    if done.returncode != 0 or len(found) != 2 or not all(
+            Path(p).resolve().is_relative_to(code.root.resolve()) for p in found):
+        raise BenchError(f"a worker for {code.label} would import {found or done.stderr.strip()[-500:]}, "
+                         f"not the packages under {code.root}")
 
 
 # --- main ------------------------------------------------------------------------------
@@ -735,7 +964,7 @@ def cpu_split() -> tuple[set[int] | None, set[int] | None]:
     return {cpus[0]}, set(cpus[1:])
 
 
-async def benchmark(args, machine: Machine) -> int:
+async def benchmark(args, machine: Machine, ref: Code | None) -> int:
     tag = uuid.uuid4().hex[:8]
     port = free_port()
     base = Settings(kafka_bootstrap=f"127.0.0.1:{port}", broker_port=port, data_dir=machine.workdir / "data",
@@ -744,16 +973,17 @@ async def benchmark(args, machine: Machine) -> int:
                     log_level="INFO")
     pinning = (f"subject (ceiling loop, workers) on CPU {sorted(machine.subject_cpus)}, broker and this script "
                f"on CPU {sorted(machine.other_cpus)}" if machine.subject_cpus else "no CPU pinning (one CPU)")
+    compared = f"; compared with {ref.label}, checked out in {ref.root}" if ref else ""
     print(f"freshstream stream benchmark (run {tag}); {args.partitions} partitions; "
-          f"Python {sys.version.split()[0]}; {pinning}", flush=True)
+          f"Python {sys.version.split()[0]}; {pinning}{compared}", flush=True)
     broker = await start_broker(machine, base)
     print(f"  embedded broker pid {broker.pid} on 127.0.0.1:{port}", flush=True)
-    throughput = await measure_throughput(machine, base, args, tag)
-    memory = recovery = None
+    throughput = await measure_throughput(machine, base, args, tag, ref)
+    memory = ref_memory = recovery = None
     if not args.skip_memory:
-        memory, worker, settings = await measure_memory(machine, base, args, tag)
-        recovery = await measure_recovery(machine, settings, worker, memory["rss_before"], args, tag)
-    report(throughput, memory, recovery, args.open_chats)
+        memory, ref_memory, recovery = await measure_state(machine, base, args, tag,
+                                                           ref if args.compare_memory else None)
+    report(throughput, memory, ref_memory, recovery, args.open_chats)
     checks = [throughput["ok"]] + ([recovery["ok"]] if recovery else [])
     return 0 if all(checks) else 1
 
@@ -767,12 +997,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="open chats for the memory and recovery figures (default 100000)")
     parser.add_argument("--skip-memory", action="store_true", help="skip the memory and recovery figures")
     parser.add_argument("--partitions", type=int, default=6, help="partitions of the bench topics (default 6)")
+    parser.add_argument("--compare-with", metavar="REF",
+                        help="a git ref (HEAD~3, a hash): also time that commit's worker (temporary worktree)")
+    parser.add_argument("--compare-memory", action="store_true",
+                        help="with --compare-with: also measure memory per open chat for REF")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="worker runs per tree, alternating REF and current; medians compared (default 1)")
     parser.add_argument("--ceiling-child", metavar="JSON", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.ceiling_child is None and (args.events_per_chat < 3 or min(args.chats, args.open_chats,
-                                                                       args.partitions) < 1):
-        parser.error("--events-per-chat must be >= 3, and --chats, --open-chats, --partitions >= 1")
+    if args.ceiling_child is None:
+        _check_args(parser, args)
     return args
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.events_per_chat < 3 or min(args.chats, args.open_chats, args.partitions, args.repeats) < 1:
+        parser.error("--events-per-chat must be >= 3, and --chats, --open-chats, --partitions, --repeats >= 1")
+    if args.compare_memory and (args.compare_with is None or args.skip_memory):
+        parser.error("--compare-memory needs --compare-with and the memory measurement (no --skip-memory)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -783,18 +1025,24 @@ def main(argv: list[str] | None = None) -> int:
     subject, other = cpu_split()
     if other:
         os.sched_setaffinity(0, other)
-    children = Children()
-    with tempfile.TemporaryDirectory(prefix="freshstream-bench-stream-") as tmp:
-        try:
-            return asyncio.run(benchmark(args, Machine(Path(tmp), children, subject, other)))
-        except KeyboardInterrupt:
-            print("\nbench: interrupted; stopping everything", file=sys.stderr)
-            return 130
-        except BenchError as exc:
-            print(f"bench/stream.py: error: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            children.stop_all()
+    try:
+        with ref_worktree(args.compare_with) as ref, \
+                tempfile.TemporaryDirectory(prefix="freshstream-bench-stream-") as tmp:
+            return run(args, Machine(Path(tmp), Children(), subject, other), ref)
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; stopping everything", file=sys.stderr)
+        return 130
+    except BenchError as exc:
+        print(f"bench/stream.py: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def run(args, machine: Machine, ref: Code | None) -> int:
+    """The benchmark; every child is stopped before the temp dir and REF's worktree are removed."""
+    try:
+        return asyncio.run(benchmark(args, machine, ref))
+    finally:
+        machine.children.stop_all()
 
 
 if __name__ == "__main__":
