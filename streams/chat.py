@@ -25,7 +25,8 @@ from streams.cycles import (CLOSING_KINDS, Closed, Cursor, MESSAGE_BUCKETS, Plac
                             step)
 from streams.events import ChatEvent
 
-__all__ = ["ChatState", "Change", "Closed", "Outcome", "apply", "expire", "digest", "MESSAGE_BUCKETS", "MAX_LOG"]
+__all__ = ["ChatState", "Change", "Closed", "Outcome", "apply", "expire", "digest", "closed_cycles",
+           "MESSAGE_BUCKETS", "MAX_LOG"]
 
 MAX_LOG = 512  # events kept per chat: far above a real chat's, a bound on memory
 _FORMAT = "c2"  # first element of a serialised state; the format before it was a bare list
@@ -62,6 +63,8 @@ class ChatState:
     emitted: dict[int, list] = field(default_factory=dict)  # cycle -> [revision, digest, queue]
     expired_by: int | None = None  # the watermark at which the expiry scan closed the head's cycle
     names: dict[str, str] = field(default_factory=dict)  # group names this chat's events carried
+    unsent: dict[int, list] = field(default_factory=dict)  # cycles written ahead of emission: [[queue, retraction revision], ...]
+    writer: str | None = None  # the worker incarnation that wrote `unsent`
 
     def dumps(self) -> bytes:
         """Compact bytes, copied: orjson's own buffer keeps ~4 KiB allocated per value it returns."""
@@ -70,7 +73,8 @@ class ChatState:
         if base is not None and not self.log and self.base == self.head:
             base = 1  # a tombstone: the base is the head
         doc = [_FORMAT, self.head.as_list(), self.log, base,
-               self.frozen_until, emitted, self.expired_by, self.names]
+               self.frozen_until, emitted, self.expired_by, self.names,
+               [[cycle, marks] for cycle, marks in self.unsent.items()], self.writer if self.unsent else None]
         while doc[-1] in (None, [], {}):
             doc.pop()
         return bytes(memoryview(orjson.dumps(doc)))
@@ -80,12 +84,13 @@ class ChatState:
         doc = orjson.loads(data)
         if not doc or doc[0] != _FORMAT:
             return _from_first_format(doc)
-        doc += [None] * (8 - len(doc))
-        _, head, log, base, frozen_until, emitted, expired_by, names = doc
+        doc += [None] * (10 - len(doc))
+        _, head, log, base, frozen_until, emitted, expired_by, names, unsent, writer = doc
         head = Cursor(*head)
         base = head.copy() if base == 1 else Cursor(*base) if base else None
         return cls(head, log or [], base, frozen_until,
-                   {entry[0]: entry[1:] for entry in emitted or ()}, expired_by, names or {})
+                   {entry[0]: entry[1:] for entry in emitted or ()}, expired_by, names or {},
+                   {cycle: marks for cycle, marks in unsent or ()}, writer)
 
     @property
     def open(self) -> bool:
@@ -142,6 +147,11 @@ def expire(state: ChatState, watermark: int, expiry_ms: int,
     return state, [], False
 
 
+def closed_cycles(state: ChatState, expiry_ms: int) -> dict[int, Closed]:
+    """The facts of every cycle the log can still change, by cycle number (the state is not touched)."""
+    return {cycle.cycle: cycle for cycle in _fold_log(state, expiry_ms, None)[1]}
+
+
 def digest(closed: Closed) -> int:
     """A stable fingerprint of what a contact says (the group's name is looked up at emission)."""
     facts = [closed.cycle, closed.outcome, closed.resolved_by, closed.started_at, closed.first_response_at,
@@ -173,6 +183,12 @@ def _appends(state: ChatState, entry: list) -> bool:
 
 def _refold(state: ChatState, expiry_ms: int, watch: int | None) -> tuple[str, list[Change]]:
     """Fold the whole log again from the base; the placement of event `watch` and what changed."""
+    state.head, closed, placement = _fold_log(state, expiry_ms, watch)
+    return placement, _diff(state, closed, state.first_open_cycle())
+
+
+def _fold_log(state: ChatState, expiry_ms: int, watch: int | None) -> tuple[Cursor, list[Closed], str]:
+    """The cursor after the log, the cycles closed in it, and where event `watch` went."""
     cursor = state.base.copy() if state.base else Cursor()
     closed, placement = [], Placement.APPLIED
     for entry in state.log:
@@ -182,8 +198,7 @@ def _refold(state: ChatState, expiry_ms: int, watch: int | None) -> tuple[str, l
             placement = where
     if cursor.open and state.expired_by is not None and cursor.last_at + expiry_ms < state.expired_by:
         closed.append(close_expired(cursor, expiry_ms))
-    state.head = cursor
-    return placement, _diff(state, closed, state.first_open_cycle())
+    return cursor, closed, placement
 
 
 def _diff(state: ChatState, closed: list[Closed], first: int | None) -> list[Change]:
@@ -222,7 +237,7 @@ def _tombstone(state: ChatState, newest: int) -> None:
     head.counts = [0, 0, 0, 0, 0]  # a closed cursor's cycle figures are reset when the next cycle opens
     state.base = head.copy()
     state.frozen_until = max(newest, state.frozen_until or 0)
-    state.log, state.emitted, state.expired_by, state.names = [], {}, None, {}
+    state.log, state.emitted, state.expired_by, state.names, state.unsent = [], {}, None, {}, {}
 
 
 def _entry(event: ChatEvent, identity: int) -> list:

@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Awaitable, Callable, MutableMapping
 
 import orjson
 
-from streams.chat import ChatState, Change, Closed, Outcome, apply, digest, expire
+from streams.chat import ChatState, Change, Closed, Outcome, apply, closed_cycles, digest, expire
 from streams.contact import UNDEFINED_QUEUE, build_contact, build_retraction, contact_key, queue_for, revision_plan
 from streams.events import ChatEvent, Skip, normalise_or_skip
 from streams.worker_metrics import WorkerMetrics
@@ -47,6 +48,7 @@ class _Batch:
         self.ready: list[tuple[bytes, bytes]] = []
         self.waiting: dict[bytes, bytes] = {}
         self.released: set[bytes] = set()
+        self.marked: set[int] = set()  # partitions of the chats whose states mark revisions written ahead
 
     def park(self, key: bytes, value: bytes) -> None:
         self.waiting[key] = value
@@ -63,12 +65,18 @@ class ContactProcessor:
     def __init__(self, *, chats: MutableMapping[bytes, bytes], pending: MutableMapping[bytes, bytes],
                  names, emit: Emit, metrics: WorkerMetrics, expiry_ms: int, group_wait_ms: int,
                  partition_of: Callable[[bytes], int], clock: Callable[[], float] = time.time,
-                 tombstone_ms: int = 90 * 86_400_000, skew_ms: int = 300_000) -> None:
-        self.chats, self.pending, self.names, self.emit = chats, pending, names, emit
+                 tombstone_ms: int = 90 * 86_400_000, skew_ms: int = 300_000,
+                 flush: Callable[[], Awaitable[None]] | None = None,
+                 confirmed: MutableMapping[bytes, bytes] | None = None) -> None:
+        self.chats, self.pending, self.names, self.emit, self.flush = chats, pending, names, emit, flush
+        self.confirmed = {} if confirmed is None else confirmed  # b"<incarnation>@<partition>" -> last sent batch
         self.metrics, self.expiry_ms, self.group_wait_ms = metrics, expiry_ms, group_wait_ms
         self.partition_of, self.clock = partition_of, clock
         self.tombstone_ms, self.skew_ms = tombstone_ms, skew_ms
         self.watermarks: dict[int, int] = {}
+        self.incarnation = uuid.uuid4().hex[:12]  # tells this process's write-ahead marks from a dead one's
+        self.sequence = 0  # of this incarnation's batches that write ahead
+        self.resent = 0  # revisions re-sent for other incarnations, logged once per scan or batch
         self._lock = asyncio.Lock()  # the agent and the timers must not interleave on one chat
 
     async def process(self, records: list[tuple[bytes | None, bytes, int]]) -> None:
@@ -85,7 +93,7 @@ class ContactProcessor:
                 continue
             chat = event.chat_key.encode()
             ahead = self._advance_watermark(partition, event)
-            state = states[chat] if chat in states else self._load(chat)
+            state = states[chat] if chat in states else self._load(chat, batch)
             state, changes, verdict = apply(state, event, self.expiry_ms)
             states[chat] = state
             self.metrics.events.inc(kind=event.kind, verdict=Outcome.FUTURE_TIME
@@ -97,14 +105,28 @@ class ContactProcessor:
         await self._commit(batch, {chat: state.dumps() for chat, state in states.items()})
 
     async def _commit(self, batch: _Batch, changed: dict[bytes, bytes], forgotten=()) -> None:
-        """Contacts first, then parked ones, then the state that records both: a crash anywhere
-        re-emits a revision (same contact_id and revision), never loses one."""
-        if batch.ready:
-            await self.emit(batch.ready)
+        """Write ahead, then emit: parked contacts and the chat states (which record each
+        revision about to be written, marked unsent) are made durable first, then the
+        contacts are sent and acknowledged. A crash before the flush re-derives the same
+        revisions from the same events; a crash after it finds the marks and re-sends
+        exactly those revisions (`_adopt`). Either way no revision is lost, and none is
+        written again with a lower number after a higher one."""
         _write(self.pending, batch.waiting)
         _write(self.chats, changed)
         for chat in forgotten:
             del self.chats[chat]
+        if batch.ready:
+            if self.flush is not None:
+                await self.flush()
+            await self.emit(batch.ready)
+            confirmation = str(self.sequence).encode()
+            _write(self.confirmed, {f"{self.incarnation}@{p}".encode(): confirmation for p in batch.marked})
+            self.sequence += 1
+        if self.resent:
+            logger.info("re-sent the last revisions of %d contact(s) that a previous worker had written ahead",
+                        self.resent)
+            self.metrics.resent.inc(self.resent)
+            self.resent = 0
         for key in batch.released:
             if key in self.pending:
                 del self.pending[key]
@@ -130,9 +152,52 @@ class ContactProcessor:
             return None
         return event
 
-    def _load(self, chat: bytes) -> ChatState | None:
+    def _load(self, chat: bytes, batch: _Batch) -> ChatState | None:
         raw = self.chats.get(chat)
-        return ChatState.loads(raw) if raw is not None else None
+        if raw is None:
+            return None
+        state = ChatState.loads(raw)
+        self._adopt(chat, state, batch)
+        return state
+
+    def _adopt(self, chat: bytes, state: ChatState, batch: _Batch) -> bool:
+        """Settle a state's write-ahead marks; True when that changed the state.
+
+        Marks are dropped once their batch was sent: this incarnation's always (its batches
+        run one after another), another's when its confirmation for the partition says so
+        (a worker that stopped cleanly, or gave the partition up in a rebalance). Marks of a
+        worker that died between writing ahead and confirming may never have reached the
+        topic: they are re-sent now, with their own revision numbers."""
+        if not state.unsent:
+            return False
+        writer, _, sequence = (state.writer or "").partition(":")
+        if writer != self.incarnation:
+            confirmed = self.confirmed.get(f"{writer}@{self.partition_of(chat)}".encode())
+            if confirmed is None or int(confirmed) < int(sequence or 0):
+                self._resend(chat, state, batch)
+                self._mark(chat, state, batch)
+                return True
+        state.unsent.clear()
+        return True
+
+    def _mark(self, chat: bytes, state: ChatState, batch: _Batch) -> None:
+        state.writer = f"{self.incarnation}:{self.sequence}"
+        batch.marked.add(self.partition_of(chat))
+
+    def _resend(self, chat: bytes, state: ChatState, batch: _Batch) -> None:
+        """Each marked cycle's retractions and last revision, with their own numbers, rebuilt
+        from the state as it was written: a repeat of what may or may not have been sent."""
+        integration, _, conversation = chat.decode().partition(":")
+        facts = closed_cycles(state, self.expiry_ms)
+        now = self._now_ms()
+        for cycle, retractions in state.unsent.items():
+            for queue, revision in retractions:
+                batch.ready.append(_record(build_retraction(integration, conversation, cycle, queue, revision, now)))
+            revision, _, queue = state.emitted.get(cycle, (0, None, None))
+            if queue is not None and cycle in facts:  # (a cycle frozen since has nothing to rebuild from)
+                batch.ready.append(_record(build_contact(integration, conversation, facts[cycle], queue, now,
+                                                         revision)))
+        self.resent += len(state.unsent)
 
     def _route(self, chat: bytes, state: ChatState, changes: list[Change], batch: _Batch) -> None:
         """Emit each changed cycle whose queue is known; park the others until the name arrives."""
@@ -168,7 +233,11 @@ class ContactProcessor:
             else:
                 record = build_contact(integration, conversation, closed, target, now, revision)
                 self._count(closed, target, revision)
-            batch.ready.append((contact_key(integration, target), orjson.dumps(record)))
+            batch.ready.append(_record(record))
+        if plan:
+            state.unsent.setdefault(cycle, []).extend([target, number] for number, target, retracted in plan
+                                                      if retracted)
+            self._mark(f"{integration}:{conversation}".encode(), state, batch)
         state.emitted[cycle] = [revision, digest(closed) if closed else None, queue]
 
     def _count(self, closed: Closed, queue: str, revision: int) -> None:
@@ -196,7 +265,7 @@ class ContactProcessor:
                 self.metrics.group_timeouts.inc(integration=record["integration"])
                 queue = UNDEFINED_QUEUE
             chat = key.split(_SEP, 1)[0]
-            state = states.get(chat) or self._load(chat) or ChatState()
+            state = states.get(chat) or self._load(chat, batch) or ChatState()
             states[chat] = state
             self._emit(state, record["integration"], record["conversation_id"], cycle.cycle, cycle, queue, batch)
             batch.released.add(key)
@@ -212,9 +281,12 @@ class ContactProcessor:
         census = _OpenChats()
         for chat, raw in list(self.chats.items()):
             state = ChatState.loads(raw)
+            adopted = self._adopt(chat, state, batch)
             census.count(chat, state, self.names)
             watermark = self.watermarks.get(self.partition_of(chat))
             if watermark is None:
+                if adopted:
+                    changed[chat] = state.dumps()
                 continue
             state, changes, touched = expire(state, watermark, self.expiry_ms, self.tombstone_ms)
             if state is None:
@@ -222,10 +294,20 @@ class ContactProcessor:
                 continue
             if changes:
                 self._route(chat, state, changes, batch)
-            if touched:
+            if touched or adopted:
                 changed[chat] = state.dumps()
         await self._commit(batch, changed, forgotten)
         census.publish(self.metrics, self._now_ms())
+
+    async def resend_unsent(self) -> None:
+        """After table recovery: re-send what a worker that died had written ahead but maybe not sent."""
+        async with self._lock:
+            batch, changed = _Batch(), {}
+            for chat, raw in list(self.chats.items()):
+                state = ChatState.loads(raw)
+                if self._adopt(chat, state, batch):
+                    changed[chat] = state.dumps()
+            await self._commit(batch, changed)
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -253,6 +335,10 @@ class _OpenChats:
         for queue, n in self.by_queue.items():
             metrics.open_chats.set(n, queue=queue)
         metrics.oldest_open_chat.set(0 if self.oldest is None else max(0, now_ms - self.oldest) / 1000)
+
+
+def _record(contact: dict) -> tuple[bytes, bytes]:
+    return contact_key(contact["integration"], contact["queue"]), orjson.dumps(contact)
 
 
 def _closed_json(cycle: Closed) -> dict:

@@ -37,10 +37,29 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 
 class KeyPartitionedTable(faust.Table):
-    """A raw-bytes table keyed like the raw topic; `kafka_settings` is set by the app builder."""
+    """A raw-bytes table keyed like the raw topic; `kafka_settings` is set by the app builder.
+
+    It also keeps the futures of the changelog records it sent, so the worker can wait until
+    its writes are acknowledged (`changelog_acked`) before it emits what they record: the
+    producer's own flush() can return while a record is between its buffer and Kafka's client.
+    """
 
     kafka_settings: Settings | None = None
     partition_key = staticmethod(lambda key: key)  # which part of the key decides the partition
+    _unacked: list | None = None
+
+    def send_changelog(self, *args, **kwargs):
+        future = super().send_changelog(*args, **kwargs)
+        if self._unacked is None:
+            self._unacked = []
+        self._unacked.append(future)
+        return future
+
+    async def changelog_acked(self) -> None:
+        """Return once every changelog record sent so far is acknowledged."""
+        futures, self._unacked = self._unacked or [], []
+        if futures:
+            await asyncio.gather(*futures)
 
     def partition_for_key(self, key: bytes) -> int:
         return partition_of(self.partition_key(key), self.partitions)

@@ -65,7 +65,10 @@ def build_app(settings: Settings, partitions: int, web_port: int | None = None) 
     chats = app.Table("chats", partitions=partitions, key_type=bytes, value_type=bytes)
     pending = app.Table("pending", partitions=partitions, key_type=bytes, value_type=bytes)
     pending.partition_key = lambda key: key.split(b"\x00", 1)[0]
-    for table in (chats, pending):
+    # b"<incarnation>@<partition>" -> the last batch that incarnation sent, kept in that partition
+    confirmed = app.Table("confirmed", partitions=partitions, key_type=bytes, value_type=bytes)
+    confirmed.partition_for_key = lambda key: int(key.rsplit(b"@", 1)[1])
+    for table in (chats, pending, confirmed):
         table.kafka_settings = settings
     health = WorkerHealth(settings, instance_name(settings, "worker", web_port),
                           lambda: feed.registry.all() if feed.registry else [])
@@ -89,7 +92,8 @@ def build_app(settings: Settings, partitions: int, web_port: int | None = None) 
         expiry_ms=settings.chat_expiry_seconds * 1000, group_wait_ms=int(settings.group_wait_seconds * 1000),
         partition_of=lambda key: partition_of(key, partitions),
         tombstone_ms=int(settings.chat_tombstone_days * 86_400_000),
-        skew_ms=int(settings.event_time_skew_seconds * 1000))
+        skew_ms=int(settings.event_time_skew_seconds * 1000),
+        flush=lambda: _acked(chats, pending), confirmed=confirmed)
 
     lag = LagMonitor(settings, settings.worker_app_id, settings.raw_topic)
     metrics.add(Gauge("freshstream_worker_lag_records", "Unprocessed raw records per partition.",
@@ -112,8 +116,13 @@ def build_app(settings: Settings, partitions: int, web_port: int | None = None) 
             await processor.process([(e.key, e.value, e.message.partition) for e in events])
             await _publish_names(app, settings, names)
 
+    resent = asyncio.Event()
+
     @app.timer(1.0)
     async def release_pending():
+        if not resent.is_set() and app.tables.recovery.completed.is_set() and not app.rebalancing:
+            await processor.resend_unsent()  # once: what a worker that died had written ahead
+            resent.set()
         await processor.release_pending()
 
     @app.timer(settings.expiry_check_seconds)
@@ -148,6 +157,12 @@ def build_app(settings: Settings, partitions: int, web_port: int | None = None) 
         return web_view.json({"ready": ready}, status=200 if ready else 503)
 
     return WorkerParts(app, processor, names, feed, metrics)
+
+
+async def _acked(*tables: KeyPartitionedTable) -> None:
+    """The processor's write-ahead point: every table write so far is acknowledged by Kafka."""
+    for table in tables:
+        await table.changelog_acked()
 
 
 def _recovery_remaining(app: faust.App):

@@ -28,6 +28,10 @@ class WorkerMetrics(Registry):
         self.retractions = self.add(Counter(
             "freshstream_worker_retractions_total",
             "Retractions emitted (a contact turned out not to exist, or moved to another queue), by queue."))
+        self.resent = self.add(Counter(
+            "freshstream_worker_resent_total",
+            "Contacts whose last revision was re-sent after a restart or rebalance, because the worker "
+            "that wrote it ahead may have stopped before sending it."))
         self.group_timeouts = self.add(Counter(
             "freshstream_worker_group_name_timeouts_total",
             "Contacts sent to Undefined_Queue because their group's name never arrived."))

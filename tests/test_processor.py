@@ -6,6 +6,7 @@ import asyncio
 
 import orjson
 
+from streams.chat import ChatState
 from streams.events import parse_time
 from streams.group_names import GroupNames
 from streams.processor import ContactProcessor
@@ -54,15 +55,41 @@ def processor(names=None, clock=lambda: 1_714_986_100.0):
     return proc, chats, pending, sink, metrics
 
 
-def test_contacts_are_sent_before_the_state_that_records_them():
+def test_the_state_is_written_and_flushed_before_the_contact_is_sent():
     names = GroupNames()
     names.learn("acme", "g1", "Support")
     proc, chats, _, sink, _ = processor(names)
+    flushed = []
+
+    async def flush():
+        flushed.append(dict(chats))
+
+    proc.flush = flush
     asyncio.run(proc.process([(None, message("c1", 1), 0), (None, assign("c1", 2, "g1"), 0),
                               (None, resolve("c1", 9), 0)]))
     assert [orjson.loads(v)["queue"] for _, v in sink.sent] == ["Support"]
-    assert sink.state_at_send == [{}], "state was written before the contact was acknowledged"
-    assert b"acme:c1" in chats
+    assert b"acme:c1" in flushed[0] and sink.state_at_send == flushed, "sent before its state was flushed"
+    assert ChatState.loads(chats[b"acme:c1"]).unsent == {1: []}, "the revision is not marked as written ahead"
+
+
+def test_a_worker_that_died_after_writing_ahead_has_its_revisions_re_sent_not_renumbered():
+    names = GroupNames()
+    names.learn("acme", "g1", "Support")
+    names.learn("acme", "g2", "Billing")
+    proc, chats, pending, sink, _ = processor(names)
+    asyncio.run(proc.process([(None, message("c1", 1), 0), (None, assign("c1", 2, "g1"), 0),
+                              (None, resolve("c1", 9), 0)]))
+    asyncio.run(proc.process([(None, assign("c1", 5, "g2"), 0)]))  # a move: retraction 2, revision 3
+    assert ChatState.loads(chats[b"acme:c1"]).unsent == {1: [["Support", 2]]}
+    heir, _, _, heir_sink, _ = processor(names)  # a new incarnation on the same tables, as after a SIGKILL
+    heir.chats, heir.pending, heir_sink.chats = chats, pending, chats
+    asyncio.run(heir.resend_unsent())
+    assert [(k.decode(), orjson.loads(v)["revision"]) for k, v in heir_sink.sent] == [
+        ("acme/Support", 2), ("acme/Billing", 3)]
+    asyncio.run(heir.process([(None, message("c1", 3), 0)]))  # a later event: revision 4, never 2 again
+    assert [orjson.loads(v)["revision"] for _, v in heir_sink.sent][2:] == [4]
+    asyncio.run(heir.process([(None, message("c9", 1), 0), (None, message("c1", 4), 0)]))
+    assert ChatState.loads(chats[b"acme:c1"]).unsent == {1: []}, "own marks are dropped on the next write"
 
 
 def test_unknown_group_waits_then_goes_to_undefined_queue():
@@ -132,3 +159,17 @@ def test_a_retried_message_without_an_event_time_counts_once():
                               (None, resolve("c8", 50), 0)]))
     [(_, contact)] = sent_records(sink)
     assert contact["messages"]["user"] == 1 and metrics.events.get(kind="message", verdict="duplicate") == 1
+
+
+def test_a_worker_that_sent_what_it_wrote_ahead_leaves_nothing_to_re_send():
+    names = GroupNames()
+    names.learn("acme", "g1", "Support")
+    proc, chats, pending, sink, _ = processor(names)
+    asyncio.run(proc.process([(None, message("c1", 1), 0), (None, assign("c1", 2, "g1"), 0),
+                              (None, resolve("c1", 9), 0)]))
+    assert proc.confirmed == {f"{proc.incarnation}@0".encode(): b"0"}
+    heir, _, _, heir_sink, metrics = processor(names)  # as after a clean stop or a rebalance
+    heir.chats, heir.pending, heir.confirmed = chats, pending, proc.confirmed
+    asyncio.run(heir.resend_unsent())
+    assert heir_sink.sent == [] and metrics.resent.get() == 0
+    assert ChatState.loads(chats[b"acme:c1"]).unsent == {}

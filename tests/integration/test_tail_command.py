@@ -7,6 +7,7 @@ import queue
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import orjson
 import pytest
@@ -28,10 +29,11 @@ LINE_TIMEOUT = 30.0
 class Tail:
     """A `freshstream tail` process whose stdout lines are read on a thread, so waits have deadlines."""
 
-    def __init__(self, settings, *args: str) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "connectors.cli", "tail", *args],
-                                        env=settings_env(settings), stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
+    def __init__(self, settings, log_path: Path, *args: str) -> None:
+        self.log_path = log_path
+        with open(log_path, "w") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "connectors.cli", "tail", *args],
+                                            env=settings_env(settings), stdout=subprocess.PIPE, stderr=log, text=True)
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -47,18 +49,26 @@ class Tail:
             try:
                 line = self.lines.get(timeout=LINE_TIMEOUT)
             except queue.Empty:
-                raise AssertionError(f"no line {len(got) + 1} of {count} within {LINE_TIMEOUT} s: {got}") from None
-            assert line is not None, f"tail ended after {got}: {self.process.stderr.read()[-2000:]}"
+                self.kill()
+                raise AssertionError(f"no line {len(got) + 1} of {count} within {LINE_TIMEOUT} s: {got}; "
+                                     f"{self.log_tail()}") from None
+            assert line is not None, f"tail ended after {got}: {self.log_tail()}"
             got.append(line)
         return got
 
     def finish(self) -> str:
         """Wait for the exit (--max reached); returns any stdout printed after the lines taken."""
-        assert self.process.wait(timeout=LINE_TIMEOUT) == 0, self.process.stderr.read()[-2000:]
+        assert self.process.wait(timeout=LINE_TIMEOUT) == 0, self.log_tail()
         rest = []
         while (line := self.lines.get(timeout=LINE_TIMEOUT)) is not None:
             rest.append(line)
         return "\n".join(rest)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of its stderr, without the Kafka client's DEBUG chatter."""
+        own = [line for line in self.log_path.read_text(errors="replace").splitlines()
+               if " DEBUG aiokafka" not in line]
+        return f"stderr ({self.log_path}): " + "\n".join(own[-lines:])
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -91,11 +101,11 @@ def produce(loop_thread, settings):
 
 
 @pytest.fixture
-def tails():
+def tails(tmp_path):
     started: list[Tail] = []
 
     def start(settings, *args: str) -> Tail:
-        started.append(Tail(settings, *args))
+        started.append(Tail(settings, tmp_path / f"tail-{len(started)}.log", *args))
         return started[-1]
 
     yield start
