@@ -19,10 +19,9 @@ import orjson
 import pytest
 
 from connectors.integrations import load_cipher, new_ingress_key, new_integration
-from connectors.replay import ReplayWindow, replay
+from connectors.replay import ReplayWindow, final_revisions as folded, replay
 from connectors.simulate_command import post_scenario
 from connectors.simulation import GROUPS, build_scenario
-from streams.contact import revision_order
 from tests.kafka_records import SECRETS, put_integration, read_topic, wait_until
 from tests.processes import IngressProcess, WorkerProcess
 
@@ -51,16 +50,6 @@ def keys(loop_thread, settings, fake_freshchat):
         record = new_integration(name, fake_freshchat.url, keys[name], api_key_enc=api_key_enc)
         loop_thread.run(put_integration(settings, record))
     return keys
-
-
-def folded(records) -> dict[str, dict]:
-    """What a consumer holds: per contact_id the record that supersedes the others."""
-    final: dict[str, dict] = {}
-    for record in records:
-        known = final.get(record["contact_id"])
-        if known is None or revision_order(record) > revision_order(known):
-            final[record["contact_id"]] = record
-    return final
 
 
 def comparable(final: dict[str, dict], integration: str) -> dict[str, dict]:
