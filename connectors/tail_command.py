@@ -1,7 +1,7 @@
 """`freshstream tail`: the live contact feed as JSON lines, for eyes and for pipes.
 
-With `--final` it folds revisions: each contact_id counts at its highest revision only,
-and a retraction at the highest revision means the contact does not exist.
+With `--final` it folds revisions: each contact_id counts at its highest revision only (of
+equal ones, the later emitted_at), and a retraction there means the contact does not exist.
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ retracted (a record with "retracted": true) when it turns out not to exist. Firs
 caught up with the end of every partition, print the folded set: one line per contact_id
 at its highest revision, retracted ones left out, sorted by (resolved_at, contact_id);
 without --from-beginning that set is empty. Then keep following, printing each record
-that raises its contact_id's revision, retractions included; repeats and stale revisions
-are dropped. --max counts both kinds of line. With --queue, a contact moved to another
-queue arrives as a retraction under its old queue and as its new revision under the new one.
+that supersedes what was seen for its contact_id (a higher revision, or the same revision
+with a later emitted_at: a recovered worker's re-emission), retractions included; exact
+repeats and stale revisions are dropped. --max counts both kinds of line. With --queue, a
+contact moved to another queue arrives as a retraction under its old queue and as its new
+revision under the new one.
 """
 
 
