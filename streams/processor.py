@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from typing import Awaitable, Callable, MutableMapping
 
 import orjson
@@ -23,7 +22,8 @@ import orjson
 from streams.chat import ChatState, Change, Closed, Outcome, apply, closed_cycles, digest, expire
 from streams.contact import UNDEFINED_QUEUE, build_contact, build_retraction, contact_key, queue_for, revision_plan
 from streams.events import ChatEvent, Skip, normalise_or_skip
-from streams.worker_metrics import WorkerMetrics
+from streams.worker_metrics import OpenChatCensus, WorkerMetrics
+from streams.write_ahead import RESEND, WriteAhead
 
 __all__ = ["ContactProcessor", "Emit"]
 
@@ -69,14 +69,12 @@ class ContactProcessor:
                  flush: Callable[[], Awaitable[None]] | None = None,
                  confirmed: MutableMapping[bytes, bytes] | None = None) -> None:
         self.chats, self.pending, self.names, self.emit, self.flush = chats, pending, names, emit, flush
-        self.confirmed = {} if confirmed is None else confirmed  # b"<incarnation>@<partition>" -> last sent batch
         self.metrics, self.expiry_ms, self.group_wait_ms = metrics, expiry_ms, group_wait_ms
         self.partition_of, self.clock = partition_of, clock
         self.tombstone_ms, self.skew_ms = tombstone_ms, skew_ms
         self.watermarks: dict[int, int] = {}
-        self.incarnation = uuid.uuid4().hex[:12]  # tells this process's write-ahead marks from a dead one's
-        self.sequence = 0  # of this incarnation's batches that write ahead
-        self.resent = 0  # revisions re-sent for other incarnations, logged once per scan or batch
+        self.write_ahead = WriteAhead({} if confirmed is None else confirmed, partition_of)
+        self.resent = 0  # contacts re-sent for a dead writer, logged once per batch or scan
         self._lock = asyncio.Lock()  # the agent and the timers must not interleave on one chat
 
     async def process(self, records: list[tuple[bytes | None, bytes, int]]) -> None:
@@ -105,12 +103,10 @@ class ContactProcessor:
         await self._commit(batch, {chat: state.dumps() for chat, state in states.items()})
 
     async def _commit(self, batch: _Batch, changed: dict[bytes, bytes], forgotten=()) -> None:
-        """Write ahead, then emit: parked contacts and the chat states (which record each
-        revision about to be written, marked unsent) are made durable first, then the
-        contacts are sent and acknowledged. A crash before the flush re-derives the same
-        revisions from the same events; a crash after it finds the marks and re-sends
-        exactly those revisions (`_adopt`). Either way no revision is lost, and none is
-        written again with a lower number after a higher one."""
+        """Write ahead, then emit (streams/write_ahead.py): parked contacts and the chat states,
+        which mark the revisions about to be sent, are acknowledged first; then the contacts;
+        then the confirmation. A crash before the states are acknowledged leaves the events to
+        be folded again into the same revisions; a crash after leaves marks to re-send."""
         _write(self.pending, batch.waiting)
         _write(self.chats, changed)
         for chat in forgotten:
@@ -118,10 +114,12 @@ class ContactProcessor:
         if batch.ready:
             if self.flush is not None:
                 await self.flush()
-            await self.emit(batch.ready)
-            confirmation = str(self.sequence).encode()
-            _write(self.confirmed, {f"{self.incarnation}@{p}".encode(): confirmation for p in batch.marked})
-            self.sequence += 1
+            try:
+                await self.emit(batch.ready)
+            except BaseException:
+                self.write_ahead.abandon()
+                raise
+            _write(self.write_ahead.confirmed, self.write_ahead.confirmations(batch.marked))
         if self.resent:
             logger.info("re-sent the last revisions of %d contact(s) that a previous worker had written ahead",
                         self.resent)
@@ -161,28 +159,12 @@ class ContactProcessor:
         return state
 
     def _adopt(self, chat: bytes, state: ChatState, batch: _Batch) -> bool:
-        """Settle a state's write-ahead marks; True when that changed the state.
-
-        Marks are dropped once their batch was sent: this incarnation's always (its batches
-        run one after another), another's when its confirmation for the partition says so
-        (a worker that stopped cleanly, or gave the partition up in a rebalance). Marks of a
-        worker that died between writing ahead and confirming may never have reached the
-        topic: they are re-sent now, with their own revision numbers."""
-        if not state.unsent:
-            return False
-        writer, _, sequence = (state.writer or "").partition(":")
-        if writer != self.incarnation:
-            confirmed = self.confirmed.get(f"{writer}@{self.partition_of(chat)}".encode())
-            if confirmed is None or int(confirmed) < int(sequence or 0):
-                self._resend(chat, state, batch)
-                self._mark(chat, state, batch)
-                return True
-        state.unsent.clear()
-        return True
-
-    def _mark(self, chat: bytes, state: ChatState, batch: _Batch) -> None:
-        state.writer = f"{self.incarnation}:{self.sequence}"
-        batch.marked.add(self.partition_of(chat))
+        """Settle a loaded state's write-ahead marks (re-sending a dead writer's); True when that changed it."""
+        verdict = self.write_ahead.settle(chat, state)
+        if verdict == RESEND:
+            self._resend(chat, state, batch)
+            self.write_ahead.adopt(chat, state, batch.marked)
+        return verdict is not None
 
     def _resend(self, chat: bytes, state: ChatState, batch: _Batch) -> None:
         """Each marked cycle's retractions and last revision, with their own numbers, rebuilt
@@ -235,9 +217,8 @@ class ContactProcessor:
                 self._count(closed, target, revision)
             batch.ready.append(_record(record))
         if plan:
-            state.unsent.setdefault(cycle, []).extend([target, number] for number, target, retracted in plan
-                                                      if retracted)
-            self._mark(f"{integration}:{conversation}".encode(), state, batch)
+            retractions = [[target, number] for number, target, retracted in plan if retracted]
+            self.write_ahead.mark(f"{integration}:{conversation}".encode(), state, cycle, retractions, batch.marked)
         state.emitted[cycle] = [revision, digest(closed) if closed else None, queue]
 
     def _count(self, closed: Closed, queue: str, revision: int) -> None:
@@ -278,7 +259,7 @@ class ContactProcessor:
 
     async def _expire_idle(self) -> None:
         batch, changed, forgotten = _Batch(), {}, []
-        census = _OpenChats()
+        census = OpenChatCensus()
         for chat, raw in list(self.chats.items()):
             state = ChatState.loads(raw)
             adopted = self._adopt(chat, state, batch)
@@ -311,30 +292,6 @@ class ContactProcessor:
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
-
-
-class _OpenChats:
-    """Open chats per queue and the oldest one's start, counted during the expiry scan."""
-
-    def __init__(self) -> None:
-        self.by_queue: dict[str, int] = {}
-        self.oldest: int | None = None
-
-    def count(self, chat: bytes, state: ChatState, names) -> None:
-        head = state.head
-        if not head.open:
-            return
-        integration = chat.decode(errors="replace").partition(":")[0]
-        queue = names.for_integration(integration).get(head.group_id) or head.group_name or UNDEFINED_QUEUE
-        self.by_queue[queue] = self.by_queue.get(queue, 0) + 1
-        if head.started_at is not None and (self.oldest is None or head.started_at < self.oldest):
-            self.oldest = head.started_at
-
-    def publish(self, metrics: WorkerMetrics, now_ms: int) -> None:
-        metrics.open_chats.values.clear()
-        for queue, n in self.by_queue.items():
-            metrics.open_chats.set(n, queue=queue)
-        metrics.oldest_open_chat.set(0 if self.oldest is None else max(0, now_ms - self.oldest) / 1000)
 
 
 def _record(contact: dict) -> tuple[bytes, bytes]:

@@ -31,6 +31,14 @@ __all__ = ["KeyPartitionedTable", "partition_of", "read_tail"]
 logger = logging.getLogger(__name__)
 
 
+_PRUNE_AT = 4096  # changelog futures kept before the acknowledged ones are dropped
+
+
+def _acked_ok(future) -> bool:
+    """Acknowledged without error; a failed one is kept, so that changelog_acked raises it."""
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives this key (as the ingress's producer did)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
@@ -47,12 +55,16 @@ class KeyPartitionedTable(faust.Table):
     kafka_settings: Settings | None = None
     partition_key = staticmethod(lambda key: key)  # which part of the key decides the partition
     _unacked: list | None = None
+    _prune_at = 0
 
     def send_changelog(self, *args, **kwargs):
         future = super().send_changelog(*args, **kwargs)
         if self._unacked is None:
             self._unacked = []
         self._unacked.append(future)
+        if len(self._unacked) >= max(_PRUNE_AT, self._prune_at):  # batches that emit nothing never wait
+            self._unacked = [f for f in self._unacked if not _acked_ok(f)]
+            self._prune_at = 2 * len(self._unacked)  # amortised: never a scan per write
         return future
 
     async def changelog_acked(self) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from connectors.metrics import Counter, Gauge, Histogram, Registry
+from streams.chat import ChatState
+from streams.contact import UNDEFINED_QUEUE
 
-__all__ = ["WorkerMetrics"]
+__all__ = ["WorkerMetrics", "OpenChatCensus"]
 
 _DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400)
 
@@ -42,3 +44,27 @@ class WorkerMetrics(Registry):
             "freshstream_worker_open_chats", "Chats with an open cycle, by queue (counted at each expiry scan)."))
         self.oldest_open_chat = self.add(Gauge(
             "freshstream_worker_oldest_open_chat_seconds", "Now minus the start of the oldest open cycle."))
+
+
+class OpenChatCensus:
+    """Open chats per queue and the oldest one's start, counted during the expiry scan."""
+
+    def __init__(self) -> None:
+        self.by_queue: dict[str, int] = {}
+        self.oldest: int | None = None
+
+    def count(self, chat: bytes, state: ChatState, names) -> None:
+        head = state.head
+        if not head.open:
+            return
+        integration = chat.decode(errors="replace").partition(":")[0]
+        queue = names.for_integration(integration).get(head.group_id) or head.group_name or UNDEFINED_QUEUE
+        self.by_queue[queue] = self.by_queue.get(queue, 0) + 1
+        if head.started_at is not None and (self.oldest is None or head.started_at < self.oldest):
+            self.oldest = head.started_at
+
+    def publish(self, metrics: WorkerMetrics, now_ms: int) -> None:
+        metrics.open_chats.values.clear()
+        for queue, n in self.by_queue.items():
+            metrics.open_chats.set(n, queue=queue)
+        metrics.oldest_open_chat.set(0 if self.oldest is None else max(0, now_ms - self.oldest) / 1000)

@@ -167,9 +167,27 @@ def test_a_worker_that_sent_what_it_wrote_ahead_leaves_nothing_to_re_send():
     proc, chats, pending, sink, _ = processor(names)
     asyncio.run(proc.process([(None, message("c1", 1), 0), (None, assign("c1", 2, "g1"), 0),
                               (None, resolve("c1", 9), 0)]))
-    assert proc.confirmed == {f"{proc.incarnation}@0".encode(): b"0"}
+    assert proc.write_ahead.confirmed == {f"{proc.write_ahead.incarnation}@0".encode(): b"0"}
     heir, _, _, heir_sink, metrics = processor(names)  # as after a clean stop or a rebalance
-    heir.chats, heir.pending, heir.confirmed = chats, pending, proc.confirmed
+    heir.chats, heir.pending, heir.write_ahead.confirmed = chats, pending, proc.write_ahead.confirmed
     asyncio.run(heir.resend_unsent())
     assert heir_sink.sent == [] and metrics.resent.get() == 0
     assert ChatState.loads(chats[b"acme:c1"]).unsent == {}
+
+
+def test_a_send_that_fails_leaves_its_marks_to_be_re_sent():
+    names = GroupNames()
+    names.learn("acme", "g1", "Support")
+    proc, chats, _, sink, _ = processor(names)
+
+    async def broken(records):
+        raise ConnectionError("broker gone")
+
+    proc.emit = broken
+    try:
+        asyncio.run(proc.process([(None, message("c1", 1), 0), (None, resolve("c1", 9), 0)]))
+    except ConnectionError:
+        pass
+    proc.emit = sink
+    asyncio.run(proc.expire_idle())
+    assert [(orjson.loads(v)["contact_id"], orjson.loads(v)["revision"]) for _, v in sink.sent] == [("acme:c1:1", 1)]
