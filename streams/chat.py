@@ -69,10 +69,10 @@ class ChatState:
     def dumps(self) -> bytes:
         """Compact bytes, copied: orjson's own buffer keeps ~4 KiB allocated per value it returns."""
         emitted = [[cycle, *entry] for cycle, entry in self.emitted.items()]
-        base = self.base.as_list() if self.base else None
+        base = _trimmed(self.base.as_list()) if self.base else None
         if base is not None and not self.log and self.base == self.head:
             base = 1  # a tombstone: the base is the head
-        doc = [_FORMAT, self.head.as_list(), self.log, base,
+        doc = [_FORMAT, _trimmed(self.head.as_list()), self.log, base,
                self.frozen_until, emitted, self.expired_by, self.names,
                [[cycle, marks] for cycle, marks in self.unsent.items()], self.writer if self.unsent else None]
         while doc[-1] in (None, [], {}):
@@ -251,6 +251,13 @@ def _entry(event: ChatEvent, identity: int) -> list:
     while entry[-1] is None:
         entry.pop()
     return entry
+
+
+def _trimmed(values: list) -> list:
+    """Without trailing nulls: the cursor's defaults fill them in again."""
+    while values and values[-1] is None:
+        values.pop()
+    return values
 
 
 def _entry_key(entry: list) -> tuple[int, int, int]:

@@ -31,14 +31,6 @@ __all__ = ["KeyPartitionedTable", "partition_of", "read_tail"]
 logger = logging.getLogger(__name__)
 
 
-_PRUNE_AT = 4096  # changelog futures kept before the acknowledged ones are dropped
-
-
-def _acked_ok(future) -> bool:
-    """Acknowledged without error; a failed one is kept, so that changelog_acked raises it."""
-    return future.done() and not future.cancelled() and future.exception() is None
-
-
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives this key (as the ingress's producer did)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
@@ -47,31 +39,41 @@ def partition_of(key: bytes, partitions: int) -> int:
 class KeyPartitionedTable(faust.Table):
     """A raw-bytes table keyed like the raw topic; `kafka_settings` is set by the app builder.
 
-    It also keeps the futures of the changelog records it sent, so the worker can wait until
-    its writes are acknowledged (`changelog_acked`) before it emits what they record: the
-    producer's own flush() can return while a record is between its buffer and Kafka's client.
+    It also counts the changelog records it sent and has not seen acknowledged, so the worker
+    can wait until its writes are acknowledged (`changelog_acked`) before it emits what they
+    record: the producer's own flush() can return while a record is between its buffer and
+    Kafka's client.
     """
 
     kafka_settings: Settings | None = None
     partition_key = staticmethod(lambda key: key)  # which part of the key decides the partition
-    _unacked: list | None = None
-    _prune_at = 0
+    _in_flight = 0  # changelog records sent and not yet acknowledged
+    _drained: asyncio.Event | None = None
+    _failure: BaseException | None = None
 
     def send_changelog(self, *args, **kwargs):
         future = super().send_changelog(*args, **kwargs)
-        if self._unacked is None:
-            self._unacked = []
-        self._unacked.append(future)
-        if len(self._unacked) >= max(_PRUNE_AT, self._prune_at):  # batches that emit nothing never wait
-            self._unacked = [f for f in self._unacked if not _acked_ok(f)]
-            self._prune_at = 2 * len(self._unacked)  # amortised: never a scan per write
+        self._in_flight += 1
+        future.add_done_callback(self._on_acked)
         return future
 
+    def _on_acked(self, future) -> None:
+        """Count, not keep: holding every future until a wait would grow with writes that never wait."""
+        self._in_flight -= 1
+        if not future.cancelled() and future.exception() is not None and self._failure is None:
+            self._failure = future.exception()
+        if self._in_flight == 0 and self._drained is not None:
+            self._drained.set()
+
     async def changelog_acked(self) -> None:
-        """Return once every changelog record sent so far is acknowledged."""
-        futures, self._unacked = self._unacked or [], []
-        if futures:
-            await asyncio.gather(*futures)
+        """Return once every changelog record sent so far is acknowledged; raise if one failed."""
+        while self._in_flight:
+            self._drained = asyncio.Event()
+            if self._in_flight:
+                await self._drained.wait()
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
 
     def partition_for_key(self, key: bytes) -> int:
         return partition_of(self.partition_key(key), self.partitions)
