@@ -65,6 +65,10 @@ class KeyPartitionedTable(faust.Table):
         if self._in_flight == 0 and self._drained is not None:
             self._drained.set()
 
+    def changelog_backlog(self) -> int:
+        """Changelog records sent and not yet acknowledged (each holds its value until then)."""
+        return self._in_flight
+
     async def changelog_acked(self) -> None:
         """Return once every changelog record sent so far is acknowledged; raise if one failed."""
         while self._in_flight:

@@ -115,6 +115,8 @@ def build_app(settings: Settings, partitions: int, web_port: int | None = None) 
             await _pause_while(settings.debug_pause_file)
             await processor.process([(e.key, e.value, e.message.partition) for e in events])
             await _publish_names(app, settings, names)
+            if chats.changelog_backlog() > 2 * settings.worker_batch_size:
+                await chats.changelog_acked()  # bounded: the agent never runs far ahead of its changelog
 
     resent = asyncio.Event()
 
