@@ -93,9 +93,11 @@ from connectors.broker import free_port  # noqa: E402
 from connectors.child import child_environment  # noqa: E402
 from connectors.kafka import client_options, ensure_topics, make_consumer, make_producer  # noqa: E402
 from streams.chat import ChatState, apply  # noqa: E402
-from streams.contact import ms_to_time  # noqa: E402
-from streams.envelope import conversation_id_of, encode_envelope, event_id, format_time  # noqa: E402
-from streams.events import normalise, parse_time  # noqa: E402
+from streams.times import ms_to_time  # noqa: E402
+from streams.envelope import conversation_id_of, encode_envelope, event_id  # noqa: E402
+from streams.times import format_time  # noqa: E402
+from streams.events import normalise  # noqa: E402
+from streams.times import parse_time  # noqa: E402
 from children import Children  # noqa: E402  (bench/children.py, beside this script)
 from streams.settings import Settings  # noqa: E402
 

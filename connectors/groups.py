@@ -20,8 +20,9 @@ from cryptography.fernet import Fernet
 
 from connectors.freshchat import FreshchatAuthError, FreshchatClient, FreshchatError
 from connectors.integrations import Integration, IntegrationError, decrypt_api_key
-from streams.envelope import format_time
+from streams.times import format_time
 from streams.group_names import group_record
+from streams.keys import group_key
 from streams.settings import Settings
 
 __all__ = ["GroupPoller", "RefreshSchedule", "group_record"]
@@ -83,7 +84,7 @@ class GroupPoller:
         self.schedule = RefreshSchedule(min_refresh_interval)
         self.status: dict[str, dict] = {}
         self._on_status = on_status  # told every poll's outcome (the worker publishes it as integration health)
-        self._written: dict[str, str] = {}  # "<integration>:<group_id>" → last name on the topic
+        self._written: dict[bytes, str] = {}  # groups-topic key → last name on the topic
         self._inflight: dict[str, asyncio.Task] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -95,9 +96,9 @@ class GroupPoller:
             return
         name = _name_of(value)
         if name is None:
-            self._written.pop(key.decode(errors="replace"), None)
+            self._written.pop(key, None)
         else:
-            self._written[key.decode(errors="replace")] = name
+            self._written[key] = name
 
     async def poll_once(self, integration_id: str | None = None) -> int:
         """Poll one integration (or all); returns how many records were written. Errors go to `status`."""
@@ -228,7 +229,7 @@ class GroupPoller:
         seen_at = datetime.now(timezone.utc)
         written = 0
         for group in groups:
-            topic_key = f"{integration.id}:{group['id']}"
+            topic_key = group_key(integration.id, group["id"])
             if not group["name"] or self._written.get(topic_key) == group["name"]:
                 continue
             await self._send(*group_record(integration.id, group["id"], group["name"], seen_at))

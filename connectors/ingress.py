@@ -15,7 +15,9 @@ from connectors.auth import bearer_ok, bearer_token, signature_ok
 from connectors.ingress_metrics import IngressMetrics
 from connectors.integration_health import IngressActivity
 from connectors.integrations import NAME_PATTERN
-from streams.envelope import InvalidEvent, InvalidJSON, encode_envelope, event_id, parse_body, utc_now_text
+from streams.envelope import InvalidEvent, InvalidJSON, encode_envelope, event_id, parse_body
+from streams.times import utc_now_text
+from streams.keys import chat_key
 from streams.settings import Settings
 
 __all__ = ["create_app", "Rejected"]
@@ -143,7 +145,7 @@ class WebhookHandler:
             eid = event_id(integration_id, body, None if single else index)
             value = encode_envelope(event_id=eid, integration=integration_id, received_at=received_at,
                                     fmt=event.format, retry_count=retry_count, payload=event.payload)
-            key = f"{integration_id}:{event.conversation_id or ''}".encode()
+            key = chat_key(integration_id, event.conversation_id or "").encode()
             ids.append(eid)
             sends.append((self.settings.raw_topic, value, key))
         await self._send_all(sends)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from streams.envelope import utc_now_text
-from streams.events import parse_time
+from streams.times import utc_now_text
+from streams.times import parse_time
 from streams.settings import Settings
 
 __all__ = ["IngressActivity", "ApiHealth", "HealthView", "assess", "STATUSES", "health_key"]

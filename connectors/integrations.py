@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 from cryptography.fernet import Fernet, InvalidToken
 
-from streams.envelope import format_time
+from streams.times import format_time
 from streams.settings import Settings
 
 __all__ = ["Integration", "IntegrationError", "NAME_PATTERN", "new_ingress_key", "hash_key",

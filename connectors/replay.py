@@ -21,9 +21,10 @@ from aiokafka import TopicPartition
 
 from connectors.follower import TopicFollower
 from connectors.kafka import ensure_topic, make_consumer, make_producer, true_ends
-from streams.contact import build_retraction, contact_key, revision_order, revision_plan
-from streams.events import parse_time
+from streams.contact import build_retraction, revision_order, revision_plan
+from streams.times import parse_time
 from streams.group_names import GroupNames
+from streams.keys import contact_key
 from streams.processor import ContactProcessor
 from streams.settings import Settings
 from streams.tables import partition_of

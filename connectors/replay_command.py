@@ -10,7 +10,7 @@ import orjson
 from connectors.integrations import IntegrationError
 from connectors.kafka import wait_for_broker
 from connectors.replay import ReplayWindow, replay
-from streams.events import parse_time
+from streams.times import parse_time
 from streams.settings import Settings
 
 __all__ = ["add_parser", "run"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from connectors.simulation_chats import GROUPS, SimChat, SimEvent
-from streams.envelope import format_time
+from streams.times import format_time
 
 __all__ = ["render", "iso"]
 

@@ -16,6 +16,7 @@ from aiokafka import TopicPartition
 
 from connectors.kafka import make_consumer, true_ends, wait_for_broker
 from streams.contact import revision_order
+from streams.keys import split_contact_key
 from streams.settings import Settings
 
 __all__ = ["add_parser", "run", "fold_contacts", "raises_revision"]
@@ -175,7 +176,7 @@ def _contacts(batches: dict, args):
 
 
 def _matches(key: bytes | None, args) -> bool:
-    integration, _, queue = (key or b"").decode(errors="replace").partition("/")
+    integration, queue = split_contact_key(key)
     return (not args.integration or integration == args.integration) and (not args.queue or queue == args.queue)
 
 

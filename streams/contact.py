@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from functools import lru_cache
-
 from streams.cycles import MESSAGE_BUCKETS, Closed
+from streams.keys import contact_id
+from streams.times import ms_to_time
 
-__all__ = ["UNDEFINED_QUEUE", "build_contact", "build_retraction", "revision_plan", "revision_order", "queue_for",
-           "contact_key", "ms_to_time"]
+__all__ = ["UNDEFINED_QUEUE", "build_contact", "build_retraction", "revision_plan", "revision_order", "queue_for"]
 
 UNDEFINED_QUEUE = "Undefined_Queue"
 _COUNTED_OUTCOMES = {"resolved", "expired"}
@@ -28,7 +26,7 @@ def build_contact(integration: str, conversation_id: str, closed: Closed, queue:
     first = closed.first_response_at
     counts = dict(zip(MESSAGE_BUCKETS, closed.counts))
     return {
-        "v": 1, "contact_id": f"{integration}:{conversation_id}:{closed.cycle}", "revision": revision,
+        "v": 1, "contact_id": contact_id(integration, conversation_id, closed.cycle), "revision": revision,
         "retracted": False, "integration": integration, "source": "freshchat", "channel": "chats",
         "conversation_id": conversation_id, "cycle": closed.cycle, "queue": queue,
         "group_id": closed.group_id, "agent_id": closed.agent_id, "outcome": closed.outcome,
@@ -45,7 +43,7 @@ def build_contact(integration: str, conversation_id: str, closed: Closed, queue:
 def build_retraction(integration: str, conversation_id: str, cycle: int, queue: str, revision: int,
                      emitted_at_ms: int) -> dict:
     """The final revision of a contact that turned out not to exist (or moved away from `queue`)."""
-    return {"v": 1, "contact_id": f"{integration}:{conversation_id}:{cycle}", "revision": revision,
+    return {"v": 1, "contact_id": contact_id(integration, conversation_id, cycle), "revision": revision,
             "retracted": True, "integration": integration, "source": "freshchat", "channel": "chats",
             "conversation_id": conversation_id, "cycle": cycle, "queue": queue,
             "emitted_at": ms_to_time(emitted_at_ms)}
@@ -71,19 +69,3 @@ def revision_order(record) -> tuple[int, str]:
     after emitting a revision re-emits it after recovery, possibly folded from more events).
     A record without `revision`, written before revisions existed, is revision 1."""
     return record.get("revision", 1), record.get("emitted_at") or ""
-
-
-def contact_key(integration: str, queue: str) -> bytes:
-    """Key of the contacts topic: every contact of one queue lands in one partition."""
-    return f"{integration}/{queue}".encode()
-
-
-def ms_to_time(ms: int) -> str:
-    """RFC 3339 as format_time writes it; exact: integer milliseconds never pass through a float."""
-    return f"{_second_text(ms // 1000)}.{ms % 1000:03d}Z"
-
-
-@lru_cache(maxsize=8192)
-def _second_text(second: int) -> str:
-    """strftime is the costly part, and a contact's times and its neighbours' share seconds."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))

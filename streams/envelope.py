@@ -6,9 +6,7 @@ Pure functions only: the ingress calls them, tests call them without a server.
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 import orjson
 
@@ -21,8 +19,6 @@ __all__ = [
     "parse_body",
     "conversation_id_of",
     "event_id",
-    "format_time",
-    "utc_now_text",
     "encode_envelope",
 ]
 
@@ -142,24 +138,6 @@ def event_id(integration: str, body: bytes, index: int | None = None) -> str:
     if index is not None:
         digest.update(b"#%d" % index)
     return digest.hexdigest()
-
-
-def format_time(moment: datetime) -> str:
-    """RFC 3339 UTC with milliseconds and a Z, the only time format freshstream writes."""
-    moment = moment.astimezone(timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-_second_cache: list = [None, ""]  # the last whole second formatted: strftime is the costly part
-
-
-def utc_now_text(now: float | None = None) -> str:
-    """format_time(now) for the ingress's hot path: one strftime per second, not per request."""
-    now = time.time() if now is None else now
-    second = int(now)
-    if _second_cache[0] != second:
-        _second_cache[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
-    return f"{_second_cache[1]}.{int((now - second) * 1000):03d}Z"
 
 
 def encode_envelope(*, event_id: str, integration: str, received_at: str, fmt: str,

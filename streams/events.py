@@ -9,21 +9,20 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
-from datetime import datetime, timedelta, timezone
 
-__all__ = ["ChatEvent", "Skip", "normalise", "normalise_or_skip", "parse_time", "OPEN_STATUSES"]
+from streams.envelope import APP_EVENTS, WEBHOOK_ACTIONS
+from streams.keys import chat_key
+from streams.times import parse_time
+
+__all__ = ["ChatEvent", "Skip", "normalise", "normalise_or_skip", "OPEN_STATUSES"]
 
 logger = logging.getLogger(__name__)
 
 OPEN_STATUSES = {"new", "assigned", "resolved", "reopened", "reopen"}
-_WEBHOOK_SECTION = {"message_create": "message", "conversation_assignment": "assignment",
-                    "conversation_resolution": "resolve", "conversation_reopen": "reopen"}
+_WEBHOOK_SECTION = {action: path[0] for action, path in WEBHOOK_ACTIONS.items()}  # where its data lives
 _WEBHOOK_KIND = {"message_create": "message", "conversation_assignment": "assign",
                  "conversation_resolution": "resolve", "conversation_reopen": "reopen"}
 _ACTORS = {"user", "agent", "bot", "system"}
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MIN_MS, _MAX_MS = 946_684_800_000, 4_102_444_800_000  # 2000-01-01 .. 2100-01-01
 
 
 @dataclass(slots=True)
@@ -53,7 +52,7 @@ class ChatEvent:
 
     @property
     def chat_key(self) -> str:
-        return f"{self.integration}:{self.conversation_id}"
+        return chat_key(self.integration, self.conversation_id)
 
     def identity(self) -> int:
         """48-bit fingerprint of kind + time + what the event sets: equal for duplicates.
@@ -139,7 +138,7 @@ def _webhook(payload: dict, data: dict):
 
 def _app(payload: dict, data: dict):
     event = payload.get("event")
-    if event not in ("onMessageCreate", "onConversationCreate", "onConversationUpdate"):
+    if not isinstance(event, str) or event not in APP_EVENTS:  # a list would not even hash
         return Skip("unsupported_event")
     conversation = _obj(data.get("conversation"))
     message = _obj(data.get("message"))
@@ -222,40 +221,3 @@ def _first_time(candidates) -> int | None:
         if at is not None:
             return at
     return None
-
-
-@lru_cache(maxsize=4096)
-def _second_of(text: str) -> int | None:
-    try:
-        moment = datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
-    return (moment - _EPOCH) // timedelta(seconds=1)
-
-
-def parse_time(value) -> int | None:
-    """Epoch milliseconds from an ISO 8601 string or an epoch number (s or ms by magnitude)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        if not _MIN_MS / 1000 <= value <= _MAX_MS:
-            return None  # NaN, infinities and times outside 2000-2100 are not event times
-        at = int(value) if value > 1e11 else int(round(value * 1000))
-        return at if _MIN_MS <= at <= _MAX_MS else None
-    if not isinstance(value, str) or not value:
-        return None
-    if len(value) == 24 and value[10] == "T" and value[19] == "." and value[23] == "Z" and value[20:23].isdigit():
-        second = _second_of(value[:19])  # Freshchat's usual form: one datetime parse per second, cached
-        if second is not None:
-            at = second * 1000 + int(value[20:23])
-            return at if _MIN_MS <= at <= _MAX_MS else None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        try:
-            return parse_time(float(value))
-        except ValueError:
-            return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)  # Freshchat writes UTC; be lenient
-    return parse_time((moment - _EPOCH) // timedelta(milliseconds=1))

@@ -8,7 +8,8 @@ from typing import Callable
 
 import orjson
 
-from streams.envelope import format_time
+from streams.times import format_time
+from streams.keys import group_key, split_group_key
 
 __all__ = ["GroupNames", "group_record"]
 
@@ -18,7 +19,7 @@ logger = logging.getLogger(__name__)
 def group_record(integration: str, group_id: str, name: str, seen_at: datetime) -> tuple[bytes, bytes]:
     """The groups-topic record (docs/reference.md, Topics) for one name, wherever the name was learnt."""
     value = orjson.dumps({"name": name, "seen_at": format_time(seen_at)})
-    return f"{integration}:{group_id}".encode(), value
+    return group_key(integration, group_id), value
 
 
 class GroupNames:
@@ -38,7 +39,7 @@ class GroupNames:
         """Apply one groups-topic record."""
         if not key:
             return
-        integration, _, group_id = key.decode(errors="replace").partition(":")
+        integration, group_id = split_group_key(key)
         if value is None:
             self._names.get(integration, {}).pop(group_id, None)
             return

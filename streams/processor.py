@@ -20,8 +20,9 @@ from typing import Awaitable, Callable, MutableMapping
 import orjson
 
 from streams.chat import ChatState, Change, Closed, Outcome, apply, closed_cycles, digest, expire
-from streams.contact import UNDEFINED_QUEUE, build_contact, build_retraction, contact_key, queue_for, revision_plan
+from streams.contact import UNDEFINED_QUEUE, build_contact, build_retraction, queue_for, revision_plan
 from streams.events import ChatEvent, Skip, normalise_or_skip
+from streams.keys import chat_key, chat_of_pending_key, contact_key, pending_key, split_chat_key
 from streams.worker_metrics import OpenChatCensus, WorkerMetrics
 from streams.write_ahead import RESEND, WriteAhead
 
@@ -30,7 +31,6 @@ __all__ = ["ContactProcessor", "Emit"]
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
-_SEP = b"\x00"  # pending keys: <chat key> NUL <cycle>; a NUL never occurs in a chat key
 _NOT_APPLIED = {Outcome.DUPLICATE, Outcome.LATE}
 
 
@@ -169,7 +169,7 @@ class ContactProcessor:
     def _resend(self, chat: bytes, state: ChatState, batch: _Batch) -> None:
         """Each marked cycle's retractions and last revision, with their own numbers, rebuilt
         from the state as it was written: a repeat of what may or may not have been sent."""
-        integration, _, conversation = chat.decode().partition(":")
+        integration, conversation = split_chat_key(chat)
         facts = closed_cycles(state, self.expiry_ms)
         now = self._now_ms()
         for cycle, retractions in state.unsent.items():
@@ -183,9 +183,9 @@ class ContactProcessor:
 
     def _route(self, chat: bytes, state: ChatState, changes: list[Change], batch: _Batch) -> None:
         """Emit each changed cycle whose queue is known; park the others until the name arrives."""
-        integration, _, conversation = chat.decode().partition(":")
+        integration, conversation = split_chat_key(chat)
         for change in changes:
-            key = chat + _SEP + str(change.cycle).encode()
+            key = pending_key(chat, change.cycle)
             if change.closed is None:
                 self._emit(state, integration, conversation, change.cycle, None, None, batch)
                 batch.unpark(key)
@@ -218,7 +218,7 @@ class ContactProcessor:
             batch.ready.append(_record(record))
         if plan:
             retractions = [[target, number] for number, target, retracted in plan if retracted]
-            self.write_ahead.mark(f"{integration}:{conversation}".encode(), state, cycle, retractions, batch.marked)
+            self.write_ahead.mark(chat_key(integration, conversation).encode(), state, cycle, retractions, batch.marked)
         state.emitted[cycle] = [revision, digest(closed) if closed else None, queue]
 
     def _count(self, closed: Closed, queue: str, revision: int) -> None:
@@ -245,7 +245,7 @@ class ContactProcessor:
             if queue is None:
                 self.metrics.group_timeouts.inc(integration=record["integration"])
                 queue = UNDEFINED_QUEUE
-            chat = key.split(_SEP, 1)[0]
+            chat = chat_of_pending_key(key)
             state = states.get(chat) or self._load(chat, batch) or ChatState()
             states[chat] = state
             self._emit(state, record["integration"], record["conversation_id"], cycle.cycle, cycle, queue, batch)

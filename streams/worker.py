@@ -22,6 +22,7 @@ from connectors.metrics import Gauge
 from connectors.worker_health import WorkerHealth
 from streams.faust_transport import App
 from streams.group_names import GroupNames
+from streams.keys import chat_of_pending_key
 from streams.processor import ContactProcessor
 from streams.settings import Settings
 from streams.tables import KeyPartitionedTable, partition_of
@@ -64,7 +65,7 @@ def build_app(settings: Settings, partitions: int, web_port: int | None = None) 
     raw = app.topic(settings.raw_topic, key_serializer="raw", value_serializer="raw")
     chats = app.Table("chats", partitions=partitions, key_type=bytes, value_type=bytes)
     pending = app.Table("pending", partitions=partitions, key_type=bytes, value_type=bytes)
-    pending.partition_key = lambda key: key.split(b"\x00", 1)[0]
+    pending.partition_key = chat_of_pending_key
     # b"<incarnation>@<partition>" -> the last batch that incarnation sent, kept in that partition
     confirmed = app.Table("confirmed", partitions=partitions, key_type=bytes, value_type=bytes)
     confirmed.partition_for_key = lambda key: int(key.rsplit(b"@", 1)[1])

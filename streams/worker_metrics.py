@@ -5,6 +5,7 @@ from __future__ import annotations
 from connectors.metrics import Counter, Gauge, Histogram, Registry
 from streams.chat import ChatState
 from streams.contact import UNDEFINED_QUEUE
+from streams.keys import split_chat_key
 
 __all__ = ["WorkerMetrics", "OpenChatCensus"]
 
@@ -57,7 +58,7 @@ class OpenChatCensus:
         head = state.head
         if not head.open:
             return
-        integration = chat.decode(errors="replace").partition(":")[0]
+        integration = split_chat_key(chat)[0]
         queue = names.for_integration(integration).get(head.group_id) or head.group_name or UNDEFINED_QUEUE
         self.by_queue[queue] = self.by_queue.get(queue, 0) + 1
         if head.started_at is not None and (self.oldest is None or head.started_at < self.oldest):

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from streams.envelope import (InvalidEvent, InvalidJSON, encode_envelope, event_id, format_time, parse_body,
-                              utc_now_text)
+from streams.envelope import InvalidEvent, InvalidJSON, encode_envelope, event_id, parse_body
+from streams.times import format_time, utc_now_text
 from tests.payloads import app_message, webhook_message
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.events import ChatEvent, Skip, normalise, parse_time
+from streams.events import ChatEvent, Skip, normalise
+from streams.times import parse_time
 from tests.payloads import app_message, webhook_message
 
 
@@ -132,8 +133,8 @@ def test_contact_times_are_written_exactly_as_format_time_writes_them():
 
     from hypothesis import given, strategies as st
 
-    from streams.contact import ms_to_time
-    from streams.envelope import format_time
+    from streams.times import ms_to_time
+    from streams.times import format_time
 
     @given(st.integers(min_value=946_684_800_000, max_value=4_102_444_799_999))
     def check(ms):

@@ -7,7 +7,7 @@ import asyncio
 import orjson
 
 from streams.chat import ChatState
-from streams.events import parse_time
+from streams.times import parse_time
 from streams.group_names import GroupNames
 from streams.processor import ContactProcessor
 from streams.worker_metrics import WorkerMetrics

@@ -12,7 +12,7 @@ from connectors.group_feed import publish_group_names
 from connectors.replay import ReplayWindow, replay
 from connectors.simulate_command import post_scenario
 from connectors.simulation import GROUPS, build_scenario
-from streams.events import parse_time
+from streams.times import parse_time
 from tests.kafka_records import read_topic, values
 from tests.processes import settings_env
 

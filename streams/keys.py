@@ -1,0 +1,63 @@
+"""Every Kafka key and id freshstream writes, built and taken apart in one place.
+
+The raw topic and the chat table share the chat key, so a chat's events and its state
+sit in the same partition; the contacts topic is keyed by queue, so every contact of a
+queue lands in one partition; a parked contact is keyed by its chat, so its changelog
+partition is its chat's. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+__all__ = ["chat_key", "split_chat_key", "pending_key", "chat_of_pending_key", "group_key", "split_group_key",
+           "contact_key", "split_contact_key", "contact_id"]
+
+_PENDING_SEP = b"\x00"  # a NUL never occurs in a chat key
+
+
+def chat_key(integration: str, conversation_id: str) -> str:
+    """`<integration>:<conversation_id>`: key of the raw topic and of the chat table."""
+    return f"{integration}:{conversation_id}"
+
+
+def split_chat_key(key: bytes | str) -> tuple[str, str]:
+    """(integration, conversation_id); integration names hold no colon, conversation ids may."""
+    text = key.decode(errors="replace") if isinstance(key, bytes) else key
+    integration, _, conversation = text.partition(":")
+    return integration, conversation
+
+
+def pending_key(chat: bytes, cycle: int) -> bytes:
+    """`<chat key> NUL <cycle>`: a contact parked until its group's name is known."""
+    return chat + _PENDING_SEP + str(cycle).encode()
+
+
+def chat_of_pending_key(key: bytes) -> bytes:
+    """The chat key a pending key belongs to (which decides its partition)."""
+    return key.split(_PENDING_SEP, 1)[0]
+
+
+def group_key(integration: str, group_id: str) -> bytes:
+    """`<integration>:<group_id>`: key of the groups topic."""
+    return f"{integration}:{group_id}".encode()
+
+
+def split_group_key(key: bytes) -> tuple[str, str]:
+    """(integration, group_id) of a groups-topic key."""
+    integration, _, group_id = key.decode(errors="replace").partition(":")
+    return integration, group_id
+
+
+def contact_key(integration: str, queue: str) -> bytes:
+    """`<integration>/<queue>`: key of the contacts topic."""
+    return f"{integration}/{queue}".encode()
+
+
+def split_contact_key(key: bytes | None) -> tuple[str, str]:
+    """(integration, queue) of a contacts-topic key (queue names may hold a slash)."""
+    integration, _, queue = (key or b"").decode(errors="replace").partition("/")
+    return integration, queue
+
+
+def contact_id(integration: str, conversation_id: str, cycle: int) -> str:
+    """`<integration>:<conversation_id>:<cycle>`: deterministic, never reused for another cycle."""
+    return f"{integration}:{conversation_id}:{cycle}"
