@@ -27,6 +27,7 @@ from connectors.integrations import new_ingress_key, new_integration
 from connectors.kafka import make_consumer
 from connectors.registry import IntegrationStore
 from connectors.simulation import GROUPS, Delivery, Scenario, build_scenario
+from streams.contact import final_revisions
 from streams.settings import Settings
 
 __all__ = ["Ingress", "Worker", "Pipeline", "ContactLog", "Truth", "tree_pids", "tree_rss", "tree_cpu", "segments",
@@ -302,8 +303,7 @@ class Truth:
 
 def folded_contacts(log: ContactLog) -> dict[str, dict]:
     """contact_id → its record at the highest revision (the last read among equals), retracted ones left out."""
-    folded = {cid: max(reversed([c for _, c in reads]), key=lambda c: c.get("revision", 0))
-              for cid, reads in log.reads.items()}
+    folded = final_revisions(c for reads in log.reads.values() for _, c in reads)
     return {cid: c for cid, c in folded.items() if not c.get("retracted")}
 
 

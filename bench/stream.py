@@ -93,11 +93,10 @@ from connectors.broker import free_port  # noqa: E402
 from connectors.child import child_environment  # noqa: E402
 from connectors.kafka import client_options, ensure_topics, make_consumer, make_producer  # noqa: E402
 from streams.chat import ChatState, apply  # noqa: E402
-from streams.times import ms_to_time  # noqa: E402
+from streams.contact import revision_order  # noqa: E402
 from streams.envelope import conversation_id_of, encode_envelope, event_id  # noqa: E402
-from streams.times import format_time  # noqa: E402
 from streams.events import normalise  # noqa: E402
-from streams.times import parse_time  # noqa: E402
+from streams.times import format_time, ms_to_time, parse_time  # noqa: E402
 from children import Children  # noqa: E402  (bench/children.py, beside this script)
 from streams.settings import Settings  # noqa: E402
 
@@ -429,7 +428,7 @@ async def preload(settings: Settings, topic: str, records: list[tuple[bytes, byt
 class Held:
     """The record a contact_id stands at: its place in the revision order, and what the checks look at."""
 
-    order: tuple[int, int]  # (revision, emitted_at ms): what a consumer keeps the highest of
+    order: tuple[int, str]  # streams.contact.revision_order: what a consumer keeps the highest of
     retracted: bool
     undefined: bool = False
     without_history: bool = False  # no user message or no group: the chat's earlier events were not applied
@@ -437,8 +436,7 @@ class Held:
     @classmethod
     def of(cls, contact: dict) -> "Held":
         """Tolerant of records without `revision`/`retracted` (older workers: revision 1) or a body."""
-        emitted = contact.get("emitted_at")
-        order = (contact.get("revision", 1), parse_time(emitted) if emitted else 0)
+        order = revision_order(contact)
         if contact.get("retracted"):
             return cls(order, True)
         messages = contact.get("messages") or {}

@@ -20,10 +20,10 @@ from cryptography.fernet import Fernet
 
 from connectors.freshchat import FreshchatAuthError, FreshchatClient, FreshchatError
 from connectors.integrations import Integration, IntegrationError, decrypt_api_key
-from streams.times import format_time
 from streams.group_names import group_record
 from streams.keys import group_key
 from streams.settings import Settings
+from streams.times import format_time
 
 __all__ = ["GroupPoller", "RefreshSchedule", "group_record"]
 

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from streams.times import utc_now_text
-from streams.times import parse_time
 from streams.settings import Settings
+from streams.times import parse_time, utc_now_text
 
 __all__ = ["IngressActivity", "ApiHealth", "HealthView", "assess", "STATUSES", "health_key"]
 

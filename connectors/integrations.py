@@ -14,8 +14,8 @@ from pathlib import Path
 import orjson
 from cryptography.fernet import Fernet, InvalidToken
 
-from streams.times import format_time
 from streams.settings import Settings
+from streams.times import format_time
 
 __all__ = ["Integration", "IntegrationError", "NAME_PATTERN", "new_ingress_key", "hash_key",
            "new_integration", "load_cipher", "normalise_domain"]

@@ -21,16 +21,16 @@ from aiokafka import TopicPartition
 
 from connectors.follower import TopicFollower
 from connectors.kafka import ensure_topic, make_consumer, make_producer, true_ends
-from streams.contact import build_retraction, revision_order, revision_plan
-from streams.times import parse_time
+from streams.contact import build_retraction, final_revisions, revision_plan
 from streams.group_names import GroupNames
 from streams.keys import contact_key
 from streams.processor import ContactProcessor
 from streams.settings import Settings
 from streams.tables import partition_of
+from streams.times import parse_time
 from streams.worker_metrics import WorkerMetrics
 
-__all__ = ["ReplayWindow", "ReplayReport", "replay", "final_revisions"]
+__all__ = ["ReplayWindow", "ReplayReport", "replay"]
 
 _UNCOMPARED = {"emitted_at", "revision"}
 
@@ -72,16 +72,6 @@ async def replay(settings: Settings, window: ReplayWindow, target: str, dry_run:
         await ensure_topic(settings, target, settings.topic_partitions)
         await _write(settings, target, to_write)
     return report
-
-
-def final_revisions(records) -> dict[str, dict]:
-    """The record a consumer keeps of each contact_id (streams.contact.revision_order), retractions included."""
-    final: dict[str, dict] = {}
-    for record in records:
-        known = final.get(record["contact_id"])
-        if known is None or revision_order(record) > revision_order(known):
-            final[record["contact_id"]] = record
-    return final
 
 
 async def _group_names(settings: Settings) -> GroupNames:

@@ -15,7 +15,7 @@ import orjson
 from aiokafka import TopicPartition
 
 from connectors.kafka import make_consumer, true_ends, wait_for_broker
-from streams.contact import revision_order
+from streams.contact import final_revisions, revision_order
 from streams.keys import split_contact_key
 from streams.settings import Settings
 
@@ -63,12 +63,7 @@ def fold_contacts(contacts: Iterable[Mapping]) -> list[Mapping]:
     """The contacts that exist: each contact_id at its highest revision, retracted ones left
     out, sorted by (resolved_at, contact_id). Order of the input does not matter: of two
     records with the same contact_id and revision (a repeat) the later emitted_at is kept."""
-    highest: dict[str, tuple] = {}
-    latest: dict[str, Mapping] = {}
-    for contact in contacts:
-        if raises_revision(highest, contact):
-            latest[contact["contact_id"]] = contact
-    return _existing(latest)
+    return _existing(final_revisions(contacts))
 
 
 def _existing(latest: Mapping[str, Mapping]) -> list[Mapping]:

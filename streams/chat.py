@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 
-from streams.cycles import (CLOSING_KINDS, Closed, Cursor, MESSAGE_BUCKETS, Placement, close_expired, sort_key,
+from streams.cycles import (Closed, Cursor, MESSAGE_BUCKETS, Placement, close_expired, sort_key,
                             step)
 from streams.events import ChatEvent
 
@@ -284,5 +284,3 @@ def _from_first_format(doc: list) -> ChatState:
                     None if is_open else "resolved", None)
     return ChatState(head=cursor.copy(), base=cursor, frozen_until=max(last_at or 0, closed_at or 0))
 
-
-assert set(CLOSING_KINDS) <= set(_KINDS)

@@ -6,7 +6,7 @@ from streams.cycles import MESSAGE_BUCKETS, Closed
 from streams.keys import contact_id
 from streams.times import ms_to_time
 
-__all__ = ["UNDEFINED_QUEUE", "build_contact", "build_retraction", "revision_plan", "revision_order", "queue_for"]
+__all__ = ["UNDEFINED_QUEUE", "build_contact", "build_retraction", "revision_plan", "revision_order", "final_revisions", "queue_for"]
 
 UNDEFINED_QUEUE = "Undefined_Queue"
 _COUNTED_OUTCOMES = {"resolved", "expired"}
@@ -61,6 +61,16 @@ def revision_plan(revision: int, queue: str | None, new_queue: str | None) -> li
     if queue is None or queue == new_queue:
         return [(revision + 1, new_queue, False)]
     return [(revision + 1, queue, True), (revision + 2, new_queue, False)]
+
+
+def final_revisions(records) -> dict:
+    """The record a consumer keeps of each contact_id, by revision_order; retractions included."""
+    final: dict = {}
+    for record in records:
+        known = final.get(record["contact_id"])
+        if known is None or revision_order(record) > revision_order(known):
+            final[record["contact_id"]] = record
+    return final
 
 
 def revision_order(record) -> tuple[int, str]:

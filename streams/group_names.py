@@ -8,8 +8,8 @@ from typing import Callable
 
 import orjson
 
-from streams.times import format_time
 from streams.keys import group_key, split_group_key
+from streams.times import format_time
 
 __all__ = ["GroupNames", "group_record"]
 

@@ -3,11 +3,11 @@
 The agent and the timers hand records and ticks to a ContactProcessor, which reads
 and writes chat state through plain mappings (the Faust tables in production, dicts
 in unit tests) and emits contacts through an injected coroutine that returns only
-once Kafka acknowledged them. Contacts are acknowledged before the state that says
-"emitted" is written: a crash in between re-emits the same contact_id and revision,
-never loses one. The chat state remembers per cycle the last revision written and the
-queue it went to, so a change becomes exactly the records streams.contact.revision_plan
-prescribes (a revision, a retraction, or a retraction and a revision for a move).
+once Kafka acknowledged them. The chat states that record a batch's revisions are
+acknowledged first, then the revisions (streams/write_ahead.py), so a crash can repeat
+a revision but never lose or renumber one. The chat state remembers per cycle the last
+revision written and the queue it went to, so a change becomes exactly the records
+streams.contact.revision_plan prescribes (a revision, a retraction, or both for a move).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import orjson
 from streams.chat import ChatState, Change, Closed, Outcome, apply, closed_cycles, digest, expire
 from streams.contact import UNDEFINED_QUEUE, build_contact, build_retraction, queue_for, revision_plan
 from streams.events import ChatEvent, Skip, normalise_or_skip
-from streams.keys import chat_key, chat_of_pending_key, contact_key, pending_key, split_chat_key
+from streams.keys import chat_of_pending_key, contact_key, pending_key, split_chat_key
 from streams.worker_metrics import OpenChatCensus, WorkerMetrics
 from streams.write_ahead import RESEND, WriteAhead
 
@@ -78,7 +78,7 @@ class ContactProcessor:
         self._lock = asyncio.Lock()  # the agent and the timers must not interleave on one chat
 
     async def process(self, records: list[tuple[bytes | None, bytes, int]]) -> None:
-        """Apply a batch; one table write per chat, after its contacts are acknowledged."""
+        """Apply a batch: one table write per chat, acknowledged before the contacts it records are sent."""
         async with self._lock:
             await self._process(records)
 
@@ -187,12 +187,12 @@ class ContactProcessor:
         for change in changes:
             key = pending_key(chat, change.cycle)
             if change.closed is None:
-                self._emit(state, integration, conversation, change.cycle, None, None, batch)
+                self._emit(chat, state, change.cycle, None, None, batch)
                 batch.unpark(key)
                 continue
             queue = queue_for(change.closed, self.names.for_integration(integration))
             if queue is not None:
-                self._emit(state, integration, conversation, change.cycle, change.closed, queue, batch)
+                self._emit(chat, state, change.cycle, change.closed, queue, batch)
                 batch.unpark(key)
                 continue
             self.names.request_refresh(integration)
@@ -202,9 +202,10 @@ class ContactProcessor:
                       "closed": _closed_json(change.closed), "deadline": self._now_ms() + self.group_wait_ms}
             batch.park(key, bytes(memoryview(orjson.dumps(record))))  # kept: no 4 KiB orjson buffer
 
-    def _emit(self, state: ChatState, integration: str, conversation: str, cycle: int, closed: Closed | None,
-              queue: str | None, batch: _Batch) -> None:
+    def _emit(self, chat: bytes, state: ChatState, cycle: int, closed: Closed | None, queue: str | None,
+              batch: _Batch) -> None:
         """Write the records that take a contact from its last emitted revision to `closed` in `queue`."""
+        integration, conversation = split_chat_key(chat)
         revision, _, old_queue = state.emitted.get(cycle, (0, None, None))
         now = self._now_ms()
         plan = revision_plan(revision, old_queue, queue)
@@ -218,7 +219,7 @@ class ContactProcessor:
             batch.ready.append(_record(record))
         if plan:
             retractions = [[target, number] for number, target, retracted in plan if retracted]
-            self.write_ahead.mark(chat_key(integration, conversation).encode(), state, cycle, retractions, batch.marked)
+            self.write_ahead.mark(chat, state, cycle, retractions, batch.marked)
         state.emitted[cycle] = [revision, digest(closed) if closed else None, queue]
 
     def _count(self, closed: Closed, queue: str, revision: int) -> None:
@@ -248,7 +249,7 @@ class ContactProcessor:
             chat = chat_of_pending_key(key)
             state = states.get(chat) or self._load(chat, batch) or ChatState()
             states[chat] = state
-            self._emit(state, record["integration"], record["conversation_id"], cycle.cycle, cycle, queue, batch)
+            self._emit(chat, state, cycle.cycle, cycle, queue, batch)
             batch.released.add(key)
         await self._commit(batch, {chat: state.dumps() for chat, state in states.items()})
 

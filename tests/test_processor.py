@@ -37,6 +37,14 @@ def resolve(conversation, second):
                     {"conversation": {"conversation_id": conversation}}, "agent")
 
 
+def known(**groups) -> GroupNames:
+    """Group names of the acme integration, as the groups topic would give them."""
+    names = GroupNames()
+    for group_id, name in groups.items():
+        names.learn("acme", group_id, name)
+    return names
+
+
 class Sink:
     def __init__(self, chats):
         self.chats, self.sent, self.state_at_send = chats, [], []
@@ -56,8 +64,7 @@ def processor(names=None, clock=lambda: 1_714_986_100.0):
 
 
 def test_the_state_is_written_and_flushed_before_the_contact_is_sent():
-    names = GroupNames()
-    names.learn("acme", "g1", "Support")
+    names = known(g1="Support")
     proc, chats, _, sink, _ = processor(names)
     flushed = []
 
@@ -73,9 +80,7 @@ def test_the_state_is_written_and_flushed_before_the_contact_is_sent():
 
 
 def test_a_worker_that_died_after_writing_ahead_has_its_revisions_re_sent_not_renumbered():
-    names = GroupNames()
-    names.learn("acme", "g1", "Support")
-    names.learn("acme", "g2", "Billing")
+    names = known(g1="Support", g2="Billing")
     proc, chats, pending, sink, _ = processor(names)
     asyncio.run(proc.process([(None, message("c1", 1), 0), (None, assign("c1", 2, "g1"), 0),
                               (None, resolve("c1", 9), 0)]))
@@ -106,8 +111,7 @@ def test_unknown_group_waits_then_goes_to_undefined_queue():
 
 
 def test_expiry_scan_counts_open_chats_per_queue():
-    names = GroupNames()
-    names.learn("acme", "g1", "Support")
+    names = known(g1="Support")
     proc, _, _, _, metrics = processor(names)
     asyncio.run(proc.process([(None, assign("c3", 1, "g1"), 0), (None, message("c4", 5), 0)]))
     asyncio.run(proc.expire_idle())
@@ -120,9 +124,7 @@ def sent_records(sink):
 
 
 def test_a_move_to_another_queue_retracts_under_the_old_key_then_revises_under_the_new():
-    names = GroupNames()
-    names.learn("acme", "g1", "Support")
-    names.learn("acme", "g2", "Billing")
+    names = known(g1="Support", g2="Billing")
     proc, _, _, sink, metrics = processor(names)
     asyncio.run(proc.process([(None, message("c5", 1), 0), (None, assign("c5", 2, "g1"), 0),
                               (None, resolve("c5", 9), 0)]))
@@ -162,8 +164,7 @@ def test_a_retried_message_without_an_event_time_counts_once():
 
 
 def test_a_worker_that_sent_what_it_wrote_ahead_leaves_nothing_to_re_send():
-    names = GroupNames()
-    names.learn("acme", "g1", "Support")
+    names = known(g1="Support")
     proc, chats, pending, sink, _ = processor(names)
     asyncio.run(proc.process([(None, message("c1", 1), 0), (None, assign("c1", 2, "g1"), 0),
                               (None, resolve("c1", 9), 0)]))
@@ -176,8 +177,7 @@ def test_a_worker_that_sent_what_it_wrote_ahead_leaves_nothing_to_re_send():
 
 
 def test_a_send_that_fails_leaves_its_marks_to_be_re_sent():
-    names = GroupNames()
-    names.learn("acme", "g1", "Support")
+    names = known(g1="Support")
     proc, chats, _, sink, _ = processor(names)
 
     async def broken(records):

@@ -19,7 +19,8 @@ import orjson
 import pytest
 
 from connectors.integrations import load_cipher, new_ingress_key, new_integration
-from connectors.replay import ReplayWindow, final_revisions as folded, replay
+from connectors.replay import ReplayWindow, replay
+from streams.contact import final_revisions as folded
 from connectors.simulate_command import post_scenario
 from connectors.simulation import GROUPS, build_scenario
 from tests.kafka_records import SECRETS, put_integration, read_topic, wait_until
