@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from aiokafka import TopicPartition  # noqa: E402
 
-from connectors.kafka import make_consumer  # noqa: E402
+from connectors.kafka.clients import make_consumer  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 

@@ -35,7 +35,7 @@ Run from the repository root (about 4 minutes with the defaults):
 --disorder posts the same chats delivered adversarially (build_scenario(disorder=True):
 across closes, after their own close, closes re-posted while a later cycle is open).
 
-tests/integration/test_faults.py runs one short round of every fault in the suite.
+tests/pipeline/test_faults.py runs one short round of every fault in the suite.
 Exit status 0 when nothing was lost and every fault recovered, 1 otherwise, 130 on Ctrl-C.
 """
 
@@ -57,8 +57,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from bench/: import the work tree's packages
 
-from connectors.simulate_command import RetryPolicy, post_scenario  # noqa: E402
-from connectors.simulation import DEFAULT_START  # noqa: E402
+from connectors.simulation.poster import RetryPolicy, post_scenario  # noqa: E402
+from connectors.simulation.scenario import DEFAULT_START  # noqa: E402
 from pipeline import (BenchError, Children, ContactLog, Ingress, Machine, Pipeline, Truth,  # noqa: E402
                       percentile, raw_event_ids, segments)
 

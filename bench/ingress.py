@@ -199,8 +199,8 @@ def smoke_post(url: str, body: bytes, signature: str) -> None:
 
 
 async def _put_integration(settings: Settings, pem: str) -> None:
-    from connectors.integrations import new_ingress_key, new_integration
-    from connectors.registry import IntegrationStore
+    from connectors.integrations.records import new_ingress_key, new_integration
+    from connectors.integrations.registry import IntegrationStore
 
     record = new_integration(INTEGRATION, "acme.freshchat.com", new_ingress_key(), webhook_public_key=pem)
     async with IntegrationStore(settings) as store:  # the ingress key is discarded: only signatures here
@@ -215,7 +215,7 @@ async def _raw_topic_end(settings: Settings, timeout: float = 15.0) -> int:
     """
     from aiokafka import TopicPartition
 
-    from connectors.kafka import make_consumer
+    from connectors.kafka.clients import make_consumer
 
     consumer = make_consumer(settings, fetch_max_wait_ms=100, max_partition_fetch_bytes=1024)
     await consumer.start()
@@ -359,7 +359,7 @@ class Target:
 
 def start_servers(children: Children, workdir: Path, server_cpu: int) -> tuple[Target, Target, list[tuple[bytes, str]]]:
     """Broker, integration, ingress and bare server, each ready before the next step."""
-    from connectors.broker import free_port
+    from connectors.kafka.broker import free_port
 
     data_dir, py = workdir / "data", sys.executable
     data_dir.mkdir()

@@ -21,13 +21,13 @@ from aiokafka import TopicPartition
 
 from children import ROOT, Children
 from stream import BenchError, Machine, Worker, bench_env, start_broker, tail, wait_for
-from connectors.broker import free_port
-from connectors.group_feed import publish_group_names
-from connectors.integrations import new_ingress_key, new_integration
-from connectors.kafka import make_consumer
-from connectors.registry import IntegrationStore
-from connectors.simulation import GROUPS, Delivery, Scenario, build_scenario
-from streams.contact import final_revisions
+from connectors.kafka.broker import free_port
+from connectors.freshchat.feed import publish_group_names
+from connectors.integrations.records import new_ingress_key, new_integration
+from connectors.kafka.clients import make_consumer
+from connectors.integrations.registry import IntegrationStore
+from connectors.simulation.scenario import GROUPS, Delivery, Scenario, build_scenario
+from streams.domain.contact import final_revisions
 from streams.settings import Settings
 
 __all__ = ["Ingress", "Worker", "Pipeline", "ContactLog", "Truth", "tree_pids", "tree_rss", "tree_cpu", "segments",

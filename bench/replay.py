@@ -8,7 +8,7 @@ merely reading and decoding the same records, both measured in the same run on t
 machine, so the ratio means something on a shared, noisy box:
 
 - Load: chats × events-per-chat raw envelopes (native Freshchat webhooks in the shapes
-  streams/events.py normalises: a user message, an assignment to a group, bot/agent/user
+  streams/domain/events.py normalises: a user message, an assignment to a group, bot/agent/user
   messages, a private note, and a resolution to end each chat; interleaved in event-time
   order, keyed and enveloped exactly as the ingress does) pre-loaded into a fresh raw
   topic, the group names put on a fresh groups topic first (built with bench/stream.py's
@@ -73,8 +73,9 @@ import orjson  # noqa: E402
 from aiokafka import TopicPartition  # noqa: E402
 
 import connectors.replay as replay_module  # noqa: E402
-from connectors.broker import free_port  # noqa: E402
-from connectors.kafka import ensure_topics, make_consumer  # noqa: E402
+from connectors.kafka.broker import free_port  # noqa: E402
+from connectors.kafka.clients import make_consumer  # noqa: E402
+from connectors.kafka.topics import ensure_topics  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()

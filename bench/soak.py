@@ -57,8 +57,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from bench/: import the work tree's packages
 
-from connectors.simulate_command import post_scenario  # noqa: E402
-from connectors.simulation import DEFAULT_START, Scenario, build_scenario  # noqa: E402
+from connectors.simulation.poster import post_scenario  # noqa: E402
+from connectors.simulation.scenario import DEFAULT_START, Scenario, build_scenario  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from pipeline import (BenchError, Children, ContactLog, Machine, Pipeline, Truth, percentile,  # noqa: E402
                       segments, slope)

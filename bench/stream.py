@@ -89,14 +89,15 @@ import orjson  # noqa: E402
 from aiokafka import TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
-from connectors.broker import free_port  # noqa: E402
-from connectors.child import child_environment  # noqa: E402
-from connectors.kafka import client_options, ensure_topics, make_consumer, make_producer  # noqa: E402
-from streams.chat import ChatState, apply  # noqa: E402
-from streams.contact import revision_order  # noqa: E402
-from streams.envelope import conversation_id_of, encode_envelope, event_id  # noqa: E402
-from streams.events import normalise  # noqa: E402
-from streams.times import format_time, ms_to_time, parse_time  # noqa: E402
+from connectors.kafka.broker import free_port  # noqa: E402
+from connectors.cli.dev import child_environment  # noqa: E402
+from connectors.kafka.clients import client_options, make_consumer, make_producer  # noqa: E402
+from connectors.kafka.topics import ensure_topics  # noqa: E402
+from streams.domain.chat import ChatState, apply  # noqa: E402
+from streams.domain.contact import revision_order  # noqa: E402
+from streams.domain.envelope import conversation_id_of, encode_envelope, event_id  # noqa: E402
+from streams.domain.events import normalise  # noqa: E402
+from streams.domain.times import format_time, ms_to_time, parse_time  # noqa: E402
 from children import Children  # noqa: E402  (bench/children.py, beside this script)
 from streams.settings import Settings  # noqa: E402
 
@@ -428,7 +429,7 @@ async def preload(settings: Settings, topic: str, records: list[tuple[bytes, byt
 class Held:
     """The record a contact_id stands at: its place in the revision order, and what the checks look at."""
 
-    order: tuple[int, str]  # streams.contact.revision_order: what a consumer keeps the highest of
+    order: tuple[int, str]  # streams.domain.contact.revision_order: what a consumer keeps the highest of
     retracted: bool
     undefined: bool = False
     without_history: bool = False  # no user message or no group: the chat's earlier events were not applied

@@ -19,16 +19,17 @@ from typing import Callable
 import orjson
 from aiokafka import TopicPartition
 
-from connectors.follower import TopicFollower
-from connectors.kafka import ensure_topic, make_consumer, make_producer, true_ends
-from streams.contact import build_retraction, final_revisions, revision_plan
-from streams.group_names import GroupNames
-from streams.keys import contact_key
-from streams.processor import ContactProcessor
+from connectors.kafka.follower import TopicFollower
+from connectors.kafka.clients import make_consumer, make_producer
+from connectors.kafka.topics import ensure_topic, true_ends
+from streams.domain.contact import build_retraction, final_revisions, revision_plan
+from streams.domain.group_names import GroupNames
+from streams.domain.keys import contact_key
+from streams.domain.processor import ContactProcessor
 from streams.settings import Settings
-from streams.tables import partition_of
-from streams.times import parse_time
-from streams.worker_metrics import WorkerMetrics
+from streams.worker.tables import partition_of
+from streams.domain.times import parse_time
+from streams.domain.metrics import WorkerMetrics
 
 __all__ = ["ReplayWindow", "ReplayReport", "replay"]
 

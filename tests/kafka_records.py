@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from connectors.registry import IntegrationStore
+from connectors.integrations.registry import IntegrationStore
 from streams.settings import Settings
 
 SECRETS: set[str] = set()  # every secret a test made; none may appear in any log line

@@ -76,7 +76,7 @@ def test_prometheus_scrapes_both_services_and_grafana_is_provisioned():
                    "freshstream_integration_status", "freshstream_ingress_last_accepted_timestamp_seconds",
                    "freshstream_worker_revisions_total", "freshstream_worker_retractions_total"):
         assert series in exprs, f"the dashboard has no panel for {series}"
-    source = " ".join(path.read_text() for folder in ("connectors", "streams") for path in (ROOT / folder).glob("*.py"))
+    source = " ".join(path.read_text() for folder in ("connectors", "streams") for path in (ROOT / folder).rglob("*.py"))
     for series in set(re.findall(r"freshstream_[a-z_]+", exprs)):
         base = re.sub(r"_(bucket|sum|count)$", "", series)
         assert f'"{base}"' in source, f"the dashboard queries {series}, which no process exports"

@@ -1,0 +1,1 @@
+"""The `freshstream` command line: `main` parses and dispatches, one module per verb."""

@@ -1,0 +1,184 @@
+"""`freshstream integrations …`: add, list, show, status, rotate-key, disable."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+
+from connectors.integrations.health import load_health
+from streams.domain.integration_health import assess
+from connectors.integrations.records import IntegrationError, load_cipher, new_ingress_key, new_integration
+from connectors.kafka.topics import ensure_topics, wait_for_broker
+from connectors.integrations.registry import IntegrationStore, load_integrations
+from connectors.ingress.signature import PublicKeyError, load_public_key
+from streams.settings import Settings
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub) -> None:
+    """Register the `integrations` verb and its sub-verbs."""
+    parser = sub.add_parser("integrations", help="add, list, show, status, rotate-key or disable integrations",
+                            description="Manage the Freshchat accounts that post to freshstream.")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    add = verbs.add_parser("add", help="add an integration and print its ingress key once")
+    add.add_argument("name", help="integration id used in URLs and keys: [a-z0-9][a-z0-9-]{0,62}")
+    add.add_argument("--domain", required=True, help="Freshchat domain (acme.freshchat.com) or a full URL")
+    source = add.add_mutually_exclusive_group()
+    source.add_argument("--freshchat-api-key-env", metavar="VAR", help="read the Freshchat API key from this variable")
+    source.add_argument("--freshchat-api-key-file", metavar="PATH", help="read the Freshchat API key from this file")
+    add.add_argument("--webhook-public-key-file", metavar="PEM", help="Freshchat's webhook public key (PEM)")
+    for verb, text in (("list", "list integrations"), ("show", "show one integration"),
+                       ("rotate-key", "issue a new ingress key; the old one stops working"),
+                       ("disable", "refuse every request of an integration")):
+        p = verbs.add_parser(verb, help=text)
+        if verb != "list":
+            p.add_argument("name")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+    status = verbs.add_parser("status", help="is data arriving? operational, silent, rejecting or freshchat_api_failing",
+                              description="Each integration's health as the ingress and the worker last saw it.")
+    status.add_argument("name", nargs="?", help="only this integration")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    add.add_argument("--json", action="store_true", help="print {\"id\", \"ingress_key\"} as JSON")
+
+
+async def run(args, settings: Settings, out) -> int:
+    """Carry out one `integrations` sub-verb, writing its result to out."""
+    try:
+        await wait_for_broker(settings, timeout=5)
+    except TimeoutError:
+        raise IntegrationError(f"no Kafka broker answered at {settings.bootstrap}: start one with "
+                               "'freshstream dev' or 'freshstream broker', or set FRESHSTREAM_KAFKA_BOOTSTRAP")
+    await ensure_topics(settings)
+    registry = await load_integrations(settings)
+    if args.verb == "list":
+        views = [i.public_view() for i in registry.all()]
+        out(orjson.dumps(views).decode() if args.json else _table(views))
+        return 0
+    if args.verb == "add":
+        return await _add(args, settings, registry, out)
+    if args.verb == "status":
+        return await _status(args, settings, registry, out)
+    integration = registry.get(args.name)
+    if integration is None:
+        raise IntegrationError(f"no integration named {args.name!r}; 'freshstream integrations list' shows them")
+    if args.verb == "show":
+        view = integration.public_view()
+        out(orjson.dumps(view).decode() if args.json else "\n".join(f"{k}: {v}" for k, v in view.items()))
+        return 0
+    if args.verb == "disable":
+        await _put(settings, integration.disable())
+        out(orjson.dumps({"id": integration.id, "disabled": True}).decode() if args.json
+            else f"integration {integration.id} disabled: its requests are refused with 401")
+        return 0
+    key = new_ingress_key()
+    await _put(settings, integration.with_key(key))
+    _print_key(args, out, integration.id, key, "rotated; the old key no longer works")
+    return 0
+
+
+async def _add(args, settings: Settings, registry, out) -> int:
+    if registry.get(args.name) is not None:
+        raise IntegrationError(f"an integration named {args.name!r} exists already; "
+                               "use 'rotate-key' for a new key or pick another name")
+    api_key = _read_api_key(args)
+    api_key_enc = load_cipher(settings).encrypt(api_key.encode()).decode() if api_key else None
+    pem = _read_public_key(args.webhook_public_key_file)
+    key = new_ingress_key()
+    integration = new_integration(args.name, args.domain, key, api_key_enc=api_key_enc, webhook_public_key=pem)
+    await _put(settings, integration)
+    _print_key(args, out, integration.id, key, "added")
+    return 0
+
+
+async def _status(args, settings: Settings, registry, out) -> int:
+    integrations = registry.all()
+    if args.name is not None:
+        integrations = [i for i in integrations if i.id == args.name]
+        if not integrations:
+            raise IntegrationError(f"no integration named {args.name!r}; 'freshstream integrations list' shows them")
+    view = await load_health(settings)
+    reports = [assess(i, view.records(i.id), settings) for i in integrations]
+    out(orjson.dumps(reports).decode() if args.json else health_table(reports, settings))
+    return 0
+
+
+def health_table(reports: list[dict], settings: Settings) -> str:
+    """A table, then one sentence per problem saying what to check."""
+    if not reports:
+        return "no integrations yet: add one with 'freshstream integrations add NAME --domain DOMAIN'"
+    rows = [("ID", "STATUS", "LAST ACCEPTED", "LAST REJECT", "FRESHCHAT API")]
+    rows += [(r["id"], r["status"], r["last_accepted_at"] or "never",
+              f"{r['last_reject_at']} ({r['last_reject']['status']} {r['last_reject']['error']})"
+              if r["last_reject"] else "never", r["freshchat_api"]["state"]) for r in reports]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    for report in reports:
+        lines += [f"{report['id']}: {_advice(problem, report, settings)}" for problem in report["problems"]]
+    return "\n".join(lines)
+
+
+def _advice(problem: str, report: dict, settings: Settings) -> str:
+    if problem == "rejecting":
+        return (f"{report['recent_auth_failures']} request(s) refused with 401 in the last "
+                f"{settings.health_reject_window_seconds / 60:g} min: something posts with a wrong or rotated "
+                "ingress key, or an invalid signature. Give the Marketplace app the current key "
+                f"('freshstream integrations rotate-key {report['id']}' issues a new one) or check the webhook public key.")
+    if problem == "freshchat_api_failing":
+        return f"Freshchat's REST API fails: {report['freshchat_api'].get('error')}"
+    return (f"no event accepted for {settings.health_silent_seconds / 60:g} min or more: check that the "
+            f"Freshchat webhook or Marketplace app is installed and posts to /webhooks/freshchat/{report['id']}.")
+
+
+def _print_key(args, out, name: str, key: str, what: str) -> None:
+    if args.json:
+        out(orjson.dumps({"id": name, "ingress_key": key}).decode())
+        return
+    out(f"integration {name} {what}.\n"
+        f"ingress key (shown once; store it now): {key}\n"
+        f"webhook URL path: /webhooks/freshchat/{name}")
+
+
+def _read_api_key(args) -> str | None:
+    if args.freshchat_api_key_env:
+        value = os.environ.get(args.freshchat_api_key_env, "").strip()
+        if not value:
+            raise IntegrationError(f"--freshchat-api-key-env {args.freshchat_api_key_env}: that variable is unset or empty")
+        return value
+    if args.freshchat_api_key_file:
+        try:
+            return Path(args.freshchat_api_key_file).read_text().strip() or None
+        except OSError as exc:
+            raise IntegrationError(f"--freshchat-api-key-file: cannot read it ({exc.strerror})") from None
+    return None
+
+
+def _read_public_key(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise IntegrationError(f"--webhook-public-key-file: cannot read it ({exc.strerror})") from None
+    try:
+        load_public_key(text)
+    except PublicKeyError as exc:
+        raise IntegrationError(f"--webhook-public-key-file: {exc}") from None
+    return text.strip()
+
+
+async def _put(settings: Settings, integration) -> None:
+    async with IntegrationStore(settings) as store:
+        await store.put(integration)
+
+
+def _table(views: list[dict]) -> str:
+    if not views:
+        return "no integrations yet: add one with 'freshstream integrations add NAME --domain DOMAIN'"
+    rows = [("ID", "DOMAIN", "STATUS", "API KEY", "WEBHOOK KEY")]
+    rows += [(v["id"], v["domain"], "disabled" if v["disabled"] else "enabled",
+              v["freshchat_api_key"], v["webhook_public_key"]) for v in views]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

@@ -1,0 +1,83 @@
+"""Everything that keeps a worker's group names current, started and stopped as one.
+
+Follows the groups topic into GroupNames (and the poller, so it does not rewrite
+names it already sees), follows the integrations topic for API keys, and runs the
+Freshchat REST poller that lists each integration's groups into the groups topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+
+from connectors.kafka.follower import TopicFollower
+from connectors.freshchat.poller import GroupPoller
+from connectors.integrations.records import load_cipher
+from connectors.kafka.clients import make_producer
+from connectors.integrations.registry import IntegrationRegistry
+from streams.domain.group_names import GroupNames
+from streams.settings import Settings
+
+__all__ = ["GroupFeed", "publish_group_names"]
+
+logger = logging.getLogger(__name__)
+
+
+class GroupFeed:
+    """The worker's sources of group names: the groups topic and Freshchat's /v2/groups."""
+
+    def __init__(self, settings: Settings, names: GroupNames, on_status=None) -> None:
+        self.settings, self.names, self._on_status = settings, names, on_status
+        self.poller: GroupPoller | None = None
+        self.registry: IntegrationRegistry | None = None
+        self._parts: list = []
+        self._closers: list = []
+
+    def request_refresh(self, integration: str) -> None:
+        """An unknown group id was seen: ask the poller to list that integration's groups soon."""
+        if self.poller is not None:
+            self.poller.request_refresh(integration)
+
+    async def start(self) -> None:
+        settings = self.settings
+        self._producer = make_producer(settings)
+        await self._producer.start()
+        self._http = httpx.AsyncClient(timeout=10.0)
+        self._closers = [self._http.aclose, self._producer.stop]
+        self.registry = registry = IntegrationRegistry(settings)
+        self.poller = GroupPoller(settings, registry, self._send, self._http, load_cipher(settings),
+                                  on_status=self._on_status)
+        follower = TopicFollower(settings, settings.groups_topic, self._apply)
+        for part in (registry, follower):
+            await part.start()
+        self.poller.start()
+        self._parts = [follower, registry, self.poller]
+
+    async def stop(self) -> None:
+        for part in self._parts:
+            await part.stop()
+        for close in self._closers:
+            await close()
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        self.names.apply(key, value)
+        self.poller.apply(key, value)
+
+    async def _send(self, key: bytes, value: bytes) -> None:
+        await self._producer.send_and_wait(self.settings.groups_topic, value, key=key)
+
+
+async def publish_group_names(settings: Settings, integration: str, groups: list[dict]) -> None:
+    """Write known group names to the groups topic, as the poller would after listing /v2/groups."""
+    names = GroupNames()
+    for group in groups:
+        names.learn(integration, group["id"], group["name"])
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        futures = [await producer.send(settings.groups_topic, value, key=key) for key, value in names.take_outbox()]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()

@@ -1,0 +1,76 @@
+"""Runs the ingress: topics, producer, integration registry and the HTTP server together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from connectors.ingress.connection_guard import ConnectionGuard
+from connectors.integrations.health import HealthPublisher, instance_name
+from connectors.ingress.handlers import create_app
+from connectors.ingress.metrics import IngressMetrics
+from streams.domain.integration_health import IngressActivity
+from connectors.kafka.clients import make_producer
+from connectors.kafka.topics import ensure_topics
+from connectors.integrations.registry import IntegrationRegistry
+from streams.settings import Settings
+
+__all__ = ["IngressService"]
+
+logger = logging.getLogger(__name__)
+
+
+class IngressService:
+    """One ingress process's moving parts, started and stopped in order."""
+
+    def __init__(self, settings: Settings, host: str | None = None, port: int | None = None) -> None:
+        self.settings = settings
+        self.host = host or settings.ingress_host
+        self.port = settings.ingress_port if port is None else port
+        self.registry = IntegrationRegistry(settings)
+        self.producer = None  # aiokafka clients must be made inside the running loop
+        self.health: HealthPublisher | None = None
+        self.guard = ConnectionGuard(settings.ingress_max_connections, settings.ingress_idle_timeout_seconds)
+        self._server: asyncio.AbstractServer | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        await ensure_topics(self.settings)
+        self.producer = make_producer(self.settings)
+        await self.producer.start()
+        await self.registry.start()
+        try:  # serve once keys are known, so a restart does not answer 401 to valid keys
+            await asyncio.wait_for(self.registry.loaded.wait(), self.settings.produce_timeout)
+        except asyncio.TimeoutError:
+            logger.warning("integrations not loaded yet; serving anyway, /readyz says 503 until they are")
+        activity = IngressActivity(instance_name(self.settings, "ingress", self.port))
+        self.health = HealthPublisher(self.settings, self.producer, [activity.take_records])
+        app = create_app(self.settings, self.registry, self.producer, IngressMetrics(activity, self.guard),
+                         activity, self.guard)
+        self._runner = web.AppRunner(app, access_log=logging.getLogger("freshstream.access"))
+        await self._runner.setup()
+        server = self._runner.server  # aiohttp's protocol factory, each connection wrapped by the guard
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: self.guard.protocol(server()), self.host, self.port, backlog=1024, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.guard.start()
+        self.health.start()
+        logger.info("ingress listening on http://%s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._server:
+            self._server.close()  # no new connections; the runner then ends the open ones
+        await self.guard.stop()
+        if self._runner:
+            await self._runner.cleanup()
+        if self.health:
+            await self.health.stop()
+        await self.registry.stop()
+        if self.producer:
+            await self.producer.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"

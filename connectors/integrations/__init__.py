@@ -1,0 +1,1 @@
+"""Integrations: their records and registry on the integrations topic, and their health."""

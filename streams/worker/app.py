@@ -1,0 +1,187 @@
+"""The Faust worker: the one module that declares agents, tables and timers.
+
+Thin shells around ContactProcessor: the agent reads batches of raw records and
+hands them over; timers release contacts waiting for a group name and expire idle
+chats. Its settings come from one Settings object; what it needs from beyond the
+stream (Kafka credentials, the group-name feed, integration health, lag) arrives as
+WorkerEdges, built by the `worker` verb, so imports run from connectors/ into streams/
+and never back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import faust
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from connectors.metrics import Gauge
+from streams.domain.group_names import GroupNames
+from streams.domain.keys import chat_of_pending_key
+from streams.domain.metrics import WorkerMetrics
+from streams.domain.processor import ContactProcessor
+from streams.settings import Settings
+from streams.worker.tables import KeyPartitionedTable, partition_of
+from streams.worker.transport import App
+
+__all__ = ["build_app", "WorkerEdges", "WorkerParts"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerEdges:
+    """What the worker takes from beyond the stream: built by connectors/cli/worker.py."""
+
+    names: GroupNames  # group id -> name, fed from Freshchat's API and the groups topic
+    tail_consumer: Callable[[], Any]  # an unstarted aiokafka consumer, for reading changelog tails
+    broker_credentials: Any = None  # Faust's broker_credentials (TLS, SASL); None for plaintext
+    services: Sequence[Any] = ()  # started with the worker (start/stop), stopped before it shuts down
+    gauges: Sequence[Gauge] = ()  # more series for /metrics
+    stalled: Callable[[], list] = field(default=lambda: [])  # partitions whose consumer stopped: /healthz 503
+
+
+@dataclass
+class WorkerParts:
+    """What build_app wires together, kept for the CLI and tests to reach."""
+
+    app: faust.App
+    processor: ContactProcessor
+    names: GroupNames
+    metrics: WorkerMetrics
+    edges: WorkerEdges
+
+
+def _faust_app(settings: Settings, partitions: int, web_port: int, credentials) -> faust.App:
+    return App(
+        settings.worker_app_id, fetch_max_wait_ms=settings.worker_fetch_max_wait_ms, broker=f"kafka://{settings.bootstrap}", store=settings.worker_store,
+        broker_credentials=credentials,
+        topic_partitions=partitions, key_serializer="raw", value_serializer="raw",
+        processing_guarantee=settings.processing_guarantee, producer_acks=-1,
+        broker_session_timeout=6, broker_heartbeat_interval=1, broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest", stream_wait_empty=False, table_standby_replicas=0,
+        web_host=settings.worker_web_host, web_port=web_port, Table=KeyPartitionedTable,
+        producer_max_request_size=settings.max_body_bytes + 65536,
+        datadir=str(Path(settings.data_dir) / "faust"),
+        # Faust compares a RocksDB's persisted offset with ListOffsets, which the embedded
+        # broker answers short of the true end; tables.py reads to the real end instead.
+        recovery_consistency_check=False)
+
+
+def build_app(settings: Settings, partitions: int, web_port: int, edges: WorkerEdges) -> WorkerParts:
+    """Declare the worker's topics, tables, agent, timers and pages."""
+    app = _faust_app(settings, partitions, web_port, edges.broker_credentials)
+    names = edges.names
+    raw = app.topic(settings.raw_topic, key_serializer="raw", value_serializer="raw")
+    chats = app.Table("chats", partitions=partitions, key_type=bytes, value_type=bytes)
+    pending = app.Table("pending", partitions=partitions, key_type=bytes, value_type=bytes)
+    pending.partition_key = chat_of_pending_key
+    # b"<incarnation>@<partition>" -> the last batch that incarnation sent, kept in that partition
+    confirmed = app.Table("confirmed", partitions=partitions, key_type=bytes, value_type=bytes)
+    confirmed.partition_for_key = lambda key: int(key.rsplit(b"@", 1)[1])
+    for table in (chats, pending, confirmed):
+        table.tail_consumer = edges.tail_consumer
+    metrics = WorkerMetrics()
+    for gauge in edges.gauges:
+        metrics.add(gauge)
+
+    async def emit(records: list[tuple[bytes, bytes]]) -> None:
+        futures = [await app.producer.send(settings.contacts_topic, key, value, None, None, None)
+                   for key, value in records]
+        await asyncio.gather(*futures)
+
+    processor = ContactProcessor(
+        chats=chats, pending=pending, names=names, emit=emit, metrics=metrics,
+        expiry_ms=settings.chat_expiry_seconds * 1000, group_wait_ms=int(settings.group_wait_seconds * 1000),
+        partition_of=lambda key: partition_of(key, partitions),
+        tombstone_ms=int(settings.chat_tombstone_days * 86_400_000),
+        skew_ms=int(settings.event_time_skew_seconds * 1000),
+        flush=lambda: _acked(chats, pending), confirmed=confirmed)
+
+    metrics.add(Gauge("freshstream_worker_recovery_remaining",
+                      "Changelog records still to read before the tables are recovered, per changelog partition.",
+                      lambda: _recovery_remaining(app)))
+    metrics.add(Gauge("freshstream_worker_tables_recovered",
+                      "1 once table recovery is complete (the worker is then ready), else 0.",
+                      lambda: [({}, 1 if app.tables.recovery.completed.is_set() else 0)]))
+
+    @app.agent(raw)
+    async def contacts(stream):
+        async for events in stream.take_events(settings.worker_batch_size, within=0.05):
+            await _pause_while(settings.debug_pause_file)
+            await processor.process([(e.key, e.value, e.message.partition) for e in events])
+            await _publish_names(app, settings, names)
+            if chats.changelog_backlog() > 2 * settings.worker_batch_size:
+                await chats.changelog_acked()  # bounded: the agent never runs far ahead of its changelog
+
+    resent = asyncio.Event()
+
+    @app.timer(1.0)
+    async def release_pending():
+        if not resent.is_set() and app.tables.recovery.completed.is_set() and not app.rebalancing:
+            await processor.resend_unsent()  # once: what a worker that died had written ahead
+            resent.set()
+        await processor.release_pending()
+
+    @app.timer(settings.expiry_check_seconds)
+    async def expire_idle():
+        await processor.expire_idle()
+
+    @app.task
+    async def background():
+        for service in edges.services:
+            await service.start()
+
+    @app.on_before_shutdown.connect
+    async def stop_background(sender, **kwargs):
+        for service in reversed(edges.services):
+            await service.stop()
+
+    @app.page("/healthz")
+    async def healthz(web_view, request):
+        stalled = edges.stalled()
+        body = {"healthy": not stalled, "stalled_partitions": stalled}
+        return web_view.json(body, status=503 if stalled else 200)
+
+    @app.page("/metrics")
+    async def metrics_page(web_view, request):
+        return web_view.text(metrics.render(), content_type="text/plain")
+
+    @app.page("/readyz")
+    async def readyz(web_view, request):
+        ready = app.tables.recovery.completed.is_set() and not app.rebalancing
+        return web_view.json({"ready": ready}, status=200 if ready else 503)
+
+    return WorkerParts(app, processor, names, metrics, edges)
+
+
+async def _acked(*tables: KeyPartitionedTable) -> None:
+    """The processor's write-ahead point: every table write so far is acknowledged by Kafka."""
+    for table in tables:
+        await table.changelog_acked()
+
+
+def _recovery_remaining(app: faust.App):
+    recovery = app.tables.recovery
+    done = recovery.completed.is_set()
+    remaining = recovery.active_remaining()
+    for tp in sorted(recovery.active_highwaters, key=lambda tp: (tp.topic, tp.partition)):
+        yield {"topic": tp.topic, "partition": str(tp.partition)}, 0 if done else max(0, remaining.get(tp, 0))
+
+
+async def _pause_while(path: str) -> None:
+    """Testing aid (FRESHSTREAM_DEBUG_PAUSE_FILE): hold the agent, as a stuck consumer would."""
+    while path and os.path.exists(path):
+        await asyncio.sleep(0.2)
+
+
+async def _publish_names(app: faust.App, settings: Settings, names: GroupNames) -> None:
+    """Write names learnt from app events to the groups topic, for the other workers."""
+    for key, value in names.take_outbox():
+        await app.producer.send(settings.groups_topic, key, value, None, None, None)
+
