@@ -1,21 +1,45 @@
-"""Prometheus text rendering."""
+"""The metrics page every process serves: prometheus_client's text format, with gauges read at scrape time."""
 
 from __future__ import annotations
 
-from connectors.metrics import Counter, Histogram, Registry
+from prometheus_client import Counter, Histogram
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.metrics import CallbackGauge, MetricSet
 
 
 def test_counter_and_histogram_render_in_text_format():
-    registry = Registry()
-    requests = registry.add(Counter("x_requests_total", "Requests."))
-    latency = registry.add(Histogram("x_seconds", "Latency.", buckets=(0.1, 1)))
-    requests.inc(integration='a"b', status="202")
-    requests.inc(2, integration='a"b', status="202")
+    metrics = MetricSet()
+    requests = Counter("x_requests_total", "Requests.", ["integration", "status"], registry=metrics.registry)
+    latency = Histogram("x_seconds", "Latency.", buckets=(0.1, 1), registry=metrics.registry)
+    requests.labels('a"b', "202").inc()
+    requests.labels('a"b', "202").inc(2)
     latency.observe(0.05)
     latency.observe(5)
-    text = registry.render()
+    text = metrics.render().decode()
     assert '# TYPE x_requests_total counter' in text
-    assert 'x_requests_total{integration="a\\"b",status="202"} 3' in text
-    assert 'x_seconds_bucket{le="0.1"} 1' in text and 'x_seconds_bucket{le="1"} 1' in text
-    assert 'x_seconds_bucket{le="+Inf"} 2' in text and "x_seconds_count 2" in text
+    assert 'x_requests_total{integration="a\\"b",status="202"} 3.0' in text
+    assert 'x_seconds_bucket{le="0.1"} 1.0' in text and 'x_seconds_bucket{le="1.0"} 1.0' in text
+    assert 'x_seconds_bucket{le="+Inf"} 2.0' in text and "x_seconds_count 2.0" in text
     assert "x_seconds_sum 5.05" in text
+    assert "_created" not in text  # creation-time series are switched off
+    assert metrics.value("x_requests_total", integration='a"b', status="202") == 3
+    assert metrics.value("x_requests_total", integration="other", status="202") == 0
+
+
+def test_a_callback_gauge_is_read_at_each_scrape():
+    rows = []
+    metrics = MetricSet()
+    metrics.add(CallbackGauge("x_lag_records", "Lag.", lambda: rows))
+    assert "x_lag_records" in metrics.render().decode() and "x_lag_records{" not in metrics.render().decode()
+    rows.extend([({"partition": "0", "topic": "raw"}, 5), ({"partition": "1", "topic": "raw"}, 0)])
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+    samples = {tuple(sorted(s.labels.items())): s.value for s in families["x_lag_records"].samples}
+    assert samples == {(("partition", "0"), ("topic", "raw")): 5.0, (("partition", "1"), ("topic", "raw")): 0.0}
+
+
+def test_two_sets_in_one_process_do_not_clash():
+    first, second = MetricSet(), MetricSet()
+    for metrics in (first, second):
+        Counter("x_events_total", "Events.", registry=metrics.registry).inc()
+    assert first.value("x_events_total") == second.value("x_events_total") == 1

@@ -15,8 +15,8 @@ from connectors.integrations.health import WorkerHealth, instance_name
 from connectors.kafka.clients import faust_credentials, make_consumer
 from connectors.kafka.lag import LagMonitor
 from connectors.kafka.topics import ensure_topics, partition_count, wait_for_broker
-from connectors.metrics import Gauge
 from streams.domain.group_names import GroupNames
+from streams.metrics import CallbackGauge
 from streams.settings import Settings
 
 __all__ = ["add_parser", "run_worker", "assemble"]
@@ -53,13 +53,13 @@ def assemble(settings: Settings, partitions: int, web_port: int | None = None):
     feed = GroupFeed(settings, names, on_status=health.api.report)
     lag = LagMonitor(settings, settings.worker_app_id, settings.raw_topic)
     gauges = [
-        Gauge("freshstream_integration_status",
+        CallbackGauge("freshstream_integration_status",
               "1 for each integration's current status (operational, silent, rejecting, "
               "freshchat_api_failing, disabled), 0 for the others.", health.status_samples),
-        Gauge("freshstream_freshchat_api_up",
+        CallbackGauge("freshstream_freshchat_api_up",
               "1 when the last poll of an integration's Freshchat REST API succeeded.", lambda: _api_up(feed)),
-        Gauge("freshstream_worker_lag_records", "Unprocessed raw records per partition.", lag.gauge("lag")),
-        Gauge("freshstream_worker_lag_seconds",
+        CallbackGauge("freshstream_worker_lag_records", "Unprocessed raw records per partition.", lag.gauge("lag")),
+        CallbackGauge("freshstream_worker_lag_seconds",
               "Now minus the time of the oldest unprocessed raw record, per partition.", lag.gauge("lag_seconds")),
     ]
     edges = WorkerEdges(names=names, tail_consumer=lambda: make_consumer(settings, fetch_max_wait_ms=100),

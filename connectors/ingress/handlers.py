@@ -18,6 +18,7 @@ from connectors.integrations.records import NAME_PATTERN
 from streams.domain.envelope import InvalidEvent, InvalidJSON, encode_envelope, event_id, parse_body
 from streams.domain.times import utc_now_text
 from streams.domain.keys import chat_key
+from streams.metrics import CONTENT_TYPE
 from streams.settings import Settings
 
 __all__ = ["create_app", "Rejected"]
@@ -83,9 +84,9 @@ class WebhookHandler:
             if self.guard is not None:
                 self.guard.end(request.transport)
         status = response.status
-        self.metrics.requests.inc(integration=label, status=str(status))
+        self.metrics.requests.labels(label, str(status)).inc()
         if status == 401:
-            self.metrics.auth_failures.inc(integration=label)
+            self.metrics.auth_failures.labels(label).inc()
         if integration is not None:  # health of known integrations only: no state per guessed URL
             if status == 202:
                 self.activity.accepted(integration.id)
@@ -149,7 +150,7 @@ class WebhookHandler:
             ids.append(eid)
             sends.append((self.settings.raw_topic, value, key))
         await self._send_all(sends)
-        self.metrics.events.inc(len(ids), integration=integration_id)
+        self.metrics.events.labels(integration_id).inc(len(ids))
         return ids
 
     async def _send_all(self, sends) -> None:
@@ -184,7 +185,7 @@ class WebhookHandler:
                   "content_length": request.content_length,
                   "body_base64": base64.b64encode(body).decode() if body is not None else None}
         await self._send_all([(self.settings.dlq_topic, orjson.dumps(record), integration.id.encode())])
-        self.metrics.dead_letters.inc(integration=integration.id, error=rejected.code)
+        self.metrics.dead_letters.labels(integration.id, rejected.code).inc()
         return rejected
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -207,8 +208,8 @@ class WebhookHandler:
         return True
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics.render(), content_type="text/plain",
-                            headers={"X-Content-Type-Options": "nosniff"})
+        return web.Response(body=self.metrics.render(),
+                            headers={"Content-Type": CONTENT_TYPE, "X-Content-Type-Options": "nosniff"})
 
 
 def _check_content_type(value: str) -> None:

@@ -94,8 +94,8 @@ class ContactProcessor:
             state = states[chat] if chat in states else self._load(chat, batch)
             state, changes, verdict = apply(state, event, self.expiry_ms)
             states[chat] = state
-            self.metrics.events.inc(kind=event.kind, verdict=Outcome.FUTURE_TIME
-                                    if ahead and verdict not in _NOT_APPLIED else verdict)
+            self.metrics.events.labels(event.kind, Outcome.FUTURE_TIME
+                                       if ahead and verdict not in _NOT_APPLIED else verdict).inc()
             if event.group_name and event.group_id:
                 self.names.learn(event.integration, event.group_id, event.group_name)
             if changes:
@@ -146,7 +146,7 @@ class ContactProcessor:
             envelope = None
         event = normalise_or_skip(envelope)
         if isinstance(event, Skip):
-            self.metrics.skipped.inc(reason=event.reason)
+            self.metrics.skipped.labels(event.reason).inc()
             return None
         return event
 
@@ -212,7 +212,7 @@ class ContactProcessor:
         for revision, target, retracted in plan:  # revision ends as the last one written
             if retracted:
                 record = build_retraction(integration, conversation, cycle, target, revision, now)
-                self.metrics.retractions.inc(queue=target)
+                self.metrics.retractions.labels(target).inc()
             else:
                 record = build_contact(integration, conversation, closed, target, now, revision)
                 self._count(closed, target, revision)
@@ -224,10 +224,10 @@ class ContactProcessor:
 
     def _count(self, closed: Closed, queue: str, revision: int) -> None:
         if revision > 1:
-            self.metrics.revisions.inc(queue=queue)
+            self.metrics.revisions.labels(queue).inc()
             return
-        self.metrics.contacts.inc(queue=queue, outcome=closed.outcome)
-        self.metrics.emission_delay.observe((self._now_ms() - closed.resolved_at) / 1000, queue=queue)
+        self.metrics.contacts.labels(queue, closed.outcome).inc()
+        self.metrics.emission_delay.labels(queue).observe((self._now_ms() - closed.resolved_at) / 1000)
 
     async def release_pending(self) -> None:
         """Emit parked contacts whose group name arrived, or whose wait is over (Undefined_Queue)."""
@@ -244,7 +244,7 @@ class ContactProcessor:
             if queue is None and now < record["deadline"]:
                 continue
             if queue is None:
-                self.metrics.group_timeouts.inc(integration=record["integration"])
+                self.metrics.group_timeouts.labels(record["integration"]).inc()
                 queue = UNDEFINED_QUEUE
             chat = chat_of_pending_key(key)
             state = states.get(chat) or self._load(chat, batch) or ChatState()

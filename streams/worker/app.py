@@ -20,11 +20,11 @@ import faust
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from connectors.metrics import Gauge
 from streams.domain.group_names import GroupNames
 from streams.domain.keys import chat_of_pending_key
 from streams.domain.metrics import WorkerMetrics
 from streams.domain.processor import ContactProcessor
+from streams.metrics import CONTENT_TYPE, CallbackGauge
 from streams.settings import Settings
 from streams.worker.tables import KeyPartitionedTable, partition_of
 from streams.worker.transport import App
@@ -42,7 +42,7 @@ class WorkerEdges:
     tail_consumer: Callable[[], Any]  # an unstarted aiokafka consumer, for reading changelog tails
     broker_credentials: Any = None  # Faust's broker_credentials (TLS, SASL); None for plaintext
     services: Sequence[Any] = ()  # started with the worker (start/stop), stopped before it shuts down
-    gauges: Sequence[Gauge] = ()  # more series for /metrics
+    gauges: Sequence[CallbackGauge] = ()  # more series for /metrics
     stalled: Callable[[], list] = field(default=lambda: [])  # partitions whose consumer stopped: /healthz 503
 
 
@@ -103,10 +103,10 @@ def build_app(settings: Settings, partitions: int, web_port: int, edges: WorkerE
         skew_ms=int(settings.event_time_skew_seconds * 1000),
         flush=lambda: _acked(chats, pending), confirmed=confirmed)
 
-    metrics.add(Gauge("freshstream_worker_recovery_remaining",
+    metrics.add(CallbackGauge("freshstream_worker_recovery_remaining",
                       "Changelog records still to read before the tables are recovered, per changelog partition.",
                       lambda: _recovery_remaining(app)))
-    metrics.add(Gauge("freshstream_worker_tables_recovered",
+    metrics.add(CallbackGauge("freshstream_worker_tables_recovered",
                       "1 once table recovery is complete (the worker is then ready), else 0.",
                       lambda: [({}, 1 if app.tables.recovery.completed.is_set() else 0)]))
 
@@ -150,7 +150,7 @@ def build_app(settings: Settings, partitions: int, web_port: int, edges: WorkerE
 
     @app.page("/metrics")
     async def metrics_page(web_view, request):
-        return web_view.text(metrics.render(), content_type="text/plain")
+        return web_view.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     @app.page("/readyz")
     async def readyz(web_view, request):

@@ -107,7 +107,7 @@ def test_unknown_group_waits_then_goes_to_undefined_queue():
     now[0] += 31
     asyncio.run(proc.release_pending())
     assert [orjson.loads(v)["queue"] for _, v in sink.sent] == ["Undefined_Queue"] and pending == {}
-    assert metrics.group_timeouts.get(integration="acme") == 1
+    assert metrics.value("freshstream_worker_group_name_timeouts_total", integration="acme") == 1
 
 
 def test_expiry_scan_counts_open_chats_per_queue():
@@ -115,8 +115,9 @@ def test_expiry_scan_counts_open_chats_per_queue():
     proc, _, _, _, metrics = processor(names)
     asyncio.run(proc.process([(None, assign("c3", 1, "g1"), 0), (None, message("c4", 5), 0)]))
     asyncio.run(proc.expire_idle())
-    assert metrics.open_chats.get(queue="Support") == 1 and metrics.open_chats.get(queue="Undefined_Queue") == 1
-    assert metrics.oldest_open_chat.get() > 0
+    assert metrics.value("freshstream_worker_open_chats", queue="Support") == 1
+    assert metrics.value("freshstream_worker_open_chats", queue="Undefined_Queue") == 1
+    assert metrics.value("freshstream_worker_oldest_open_chat_seconds") > 0
 
 
 def sent_records(sink):
@@ -131,7 +132,8 @@ def test_a_move_to_another_queue_retracts_under_the_old_key_then_revises_under_t
     asyncio.run(proc.process([(None, assign("c5", 5, "g2"), 0)]))  # a transfer that arrived late
     assert [(key, r["revision"], r["retracted"]) for key, r in sent_records(sink)] == [
         ("acme/Support", 1, False), ("acme/Support", 2, True), ("acme/Billing", 3, False)]
-    assert metrics.retractions.get(queue="Support") == 1 and metrics.revisions.get(queue="Billing") == 1
+    assert metrics.value("freshstream_worker_retractions_total", queue="Support") == 1
+    assert metrics.value("freshstream_worker_revisions_total", queue="Billing") == 1
 
 
 def future(conversation, second, years):
@@ -144,7 +146,7 @@ def test_one_event_dated_years_ahead_does_not_move_the_watermark():
     proc, chats, _, sink, metrics = processor()
     asyncio.run(proc.process([(None, message("c6", 1), 0), (None, future("c7", 2, years=3), 0)]))
     asyncio.run(proc.expire_idle())
-    assert sink.sent == [] and metrics.events.get(kind="message", verdict="future_time") == 1
+    assert sink.sent == [] and metrics.value("freshstream_worker_events_total", kind="message", verdict="future_time") == 1
     assert proc.watermarks[0] < parse_time("2024-05-06T10:00:00Z")
 
 
@@ -160,7 +162,8 @@ def test_a_retried_message_without_an_event_time_counts_once():
     asyncio.run(proc.process([(None, timeless(T.format(3)), 0), (None, timeless(T.format(40)), 0),
                               (None, resolve("c8", 50), 0)]))
     [(_, contact)] = sent_records(sink)
-    assert contact["messages"]["user"] == 1 and metrics.events.get(kind="message", verdict="duplicate") == 1
+    assert contact["messages"]["user"] == 1
+    assert metrics.value("freshstream_worker_events_total", kind="message", verdict="duplicate") == 1
 
 
 def test_a_worker_that_sent_what_it_wrote_ahead_leaves_nothing_to_re_send():
@@ -172,7 +175,7 @@ def test_a_worker_that_sent_what_it_wrote_ahead_leaves_nothing_to_re_send():
     heir, _, _, heir_sink, metrics = processor(names)  # as after a clean stop or a rebalance
     heir.chats, heir.pending, heir.write_ahead.confirmed = chats, pending, proc.write_ahead.confirmed
     asyncio.run(heir.resend_unsent())
-    assert heir_sink.sent == [] and metrics.resent.get() == 0
+    assert heir_sink.sent == [] and metrics.value("freshstream_worker_resent_total") == 0
     assert ChatState.loads(chats[b"acme:c1"]).unsent == {}
 
 

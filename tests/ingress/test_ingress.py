@@ -121,6 +121,6 @@ def test_health_ready_and_metrics(ingress, add_integration):
     ready = httpx.get(f"{ingress.url}/readyz")
     assert ready.status_code == 200 and ready.json()["broker_reachable"] is True
     text = httpx.get(f"{ingress.url}/metrics").text
-    assert 'freshstream_ingress_requests_total{integration="acme-metrics",status="202"} 1' in text
-    assert 'freshstream_ingress_auth_failures_total{integration="acme-metrics"} 1' in text
-    assert "freshstream_ingress_produce_seconds_count 1" in text
+    assert 'freshstream_ingress_requests_total{integration="acme-metrics",status="202"} 1.0' in text
+    assert 'freshstream_ingress_auth_failures_total{integration="acme-metrics"} 1.0' in text
+    assert "freshstream_ingress_produce_seconds_count 1.0" in text

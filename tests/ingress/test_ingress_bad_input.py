@@ -172,7 +172,7 @@ def test_idle_connections_are_bounded_and_swept_and_service_goes_on(guarded, add
                           headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     assert response.status_code == 202
     metrics = httpx.get(f"{guarded.url}/metrics").text
-    assert "freshstream_ingress_connections_refused_total 10" in metrics or \
+    assert "freshstream_ingress_connections_refused_total 10.0" in metrics or \
         any(line.startswith("freshstream_ingress_connections_refused_total") and float(line.split()[1]) >= 10
             for line in metrics.splitlines())
     for sock in idle:

@@ -59,10 +59,10 @@ def test_open_chats_survive_a_restart_after_batched_changelog_writes(loop_thread
     second = WorkerProcess(settings, tmp_path, "second").start()
     try:
         page = second.metrics()
-        assert "freshstream_worker_tables_recovered 1" in page
+        assert "freshstream_worker_tables_recovered 1.0" in page
         remaining = [line for line in page.splitlines() if line.startswith("freshstream_worker_recovery_remaining{")]
         assert any("chats-changelog" in line for line in remaining), page
-        assert all(line.endswith(" 0") for line in remaining), remaining
+        assert all(float(line.rsplit(" ", 1)[1]) == 0 for line in remaining), remaining
         post_batch(ingress, key, [e for c in conversations for e in closing(c)])
         contacts = values(loop_thread.run(read_topic(settings, settings.contacts_topic, CHATS, timeout=60)))
     finally:
