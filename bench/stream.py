@@ -470,7 +470,7 @@ class Contacts:
         if new.replaces(old):
             self.held[contact["contact_id"]] = new
             self.live += (not new.retracted) - (old is not None and not old.retracted)
-        self.last_emitted_ms = max(self.last_emitted_ms, new.order[1])
+        self.last_emitted_ms = max(self.last_emitted_ms, parse_time(contact.get("emitted_at")) or 0)
         self.last_seen = time.time()
 
     @property
