@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SCOPE_DIRS = ("docs", "schemas", "streams", "connectors", "bench", "tests", "scripts", "deploy")
 SCOPE_FILES = ("README.md", "Dockerfile", "docker-compose.yml", "pyproject.toml", "SECURITY.md")
 SKIP_PARTS = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis"}
-# A citation of the internal document: the word in capitals (DESIGN, DESIGN.md, DESIGN §2),
+# A citation of the internal documents: DESIGN (DESIGN.md, DESIGN §2) or FRESHCHAT.md,
 # or any path that climbs out to the sibling `shared` directory.
-FORBIDDEN = re.compile(r"\bDESIGN\b|\.\./shared")
+FORBIDDEN = re.compile(r"\bDESIGN\b|\bFRESHCHAT\.md|\.\./shared")
 
 
 def _in_scope(rel: str) -> bool:
