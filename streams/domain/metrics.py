@@ -58,6 +58,15 @@ class WorkerMetrics(MetricSet):
         self.oldest_open_chat = Gauge(
             "freshstream_worker_oldest_open_chat_seconds", "Now minus the start of the oldest open cycle.",
             (), registry=registry)
+        self._verdicts: dict[tuple[str, str], object] = {}
+
+    def count_event(self, kind: str, verdict: str) -> None:
+        """One event by kind and verdict: the one series moved for every event, so its label
+        children are kept (prometheus_client's labels() costs a lock and a tuple each time)."""
+        child = self._verdicts.get((kind, verdict))
+        if child is None:
+            child = self._verdicts[(kind, verdict)] = self.events.labels(kind, verdict)
+        child.inc()
 
 
 class OpenChatCensus:

@@ -94,8 +94,8 @@ class ContactProcessor:
             state = states[chat] if chat in states else self._load(chat, batch)
             state, changes, verdict = apply(state, event, self.expiry_ms)
             states[chat] = state
-            self.metrics.events.labels(event.kind, Outcome.FUTURE_TIME
-                                       if ahead and verdict not in _NOT_APPLIED else verdict).inc()
+            self.metrics.count_event(event.kind, Outcome.FUTURE_TIME
+                                     if ahead and verdict not in _NOT_APPLIED else verdict)
             if event.group_name and event.group_id:
                 self.names.learn(event.integration, event.group_id, event.group_name)
             if changes:
