@@ -1,6 +1,6 @@
 """A fake Freshchat REST API v2 on 127.0.0.1, served over real HTTP by aiohttp, for tests.
 
-It pages `/v2/groups` the way FRESHCHAT.md §3 describes, refuses a wrong Bearer key
+It pages `/v2/groups` the way docs/freshchat.md §3 describes, refuses a wrong Bearer key
 with Freshchat's 401 body, can be told to answer 429s (with or without Retry-After)
 and 5xxs before it succeeds, and records every request for assertions.
 """

@@ -1,6 +1,6 @@
 """Freshchat REST API v2 client: group names and conversations, behind freshstream's own errors.
 
-Rate limits and Retry-After are not documented by Freshchat (FRESHCHAT.md §3), so
+Rate limits and Retry-After are not documented by Freshchat (docs/freshchat.md §3), so
 429, 5xx and transport failures are retried with capped exponential backoff, and
 a Retry-After in seconds is honoured when present. No httpx exception type leaves
 this module, and the API key appears only in the Authorization header.

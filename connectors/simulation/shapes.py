@@ -1,4 +1,4 @@
-"""Render simulated chat events as the payloads Freshchat sends (FRESHCHAT.md §1–2).
+"""Render simulated chat events as the payloads Freshchat sends (docs/freshchat.md §1–2).
 
 Each event's time is rendered into the one field docs/contacts.md reads it from: a
 message's `created_time`, a webhook's `action_time`, an app create's `created_time`,
