@@ -21,8 +21,8 @@ class SettingsError(ValueError):
 class Settings:
     """Configuration shared by every freshstream process.
 
-    Each field maps to ``FRESHSTREAM_<FIELD NAME IN UPPER CASE>``; the README's
-    configuration table is generated from the same names.
+    Each field maps to ``FRESHSTREAM_<FIELD NAME IN UPPER CASE>``; the configuration
+    table of docs/configuration.md is checked against the same names.
     """
 
     kafka_bootstrap: str = ""  # empty = the embedded broker

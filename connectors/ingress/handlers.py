@@ -1,4 +1,4 @@
-"""The webhook ingress (README, HTTP API): authenticate, validate, and answer 202 only after Kafka acks."""
+"""The webhook ingress (docs/http-api.md): authenticate, validate, and answer 202 only after Kafka acks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Integrations (README, Integrations): the record, its ingress key, and its secrets at rest."""
+"""Integrations (docs/operations.md, Integrations): the record, its ingress key, and its secrets at rest."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PartitionLag:
-    """One row of `freshstream lag --json` (README, Commands)."""
+    """One row of `freshstream lag --json` (docs/operations.md, Lag)."""
 
     group: str
     topic: str
