@@ -430,6 +430,7 @@ class Held:
     """The record a contact_id stands at: its place in the revision order, and what the checks look at."""
 
     order: tuple[int, str]  # streams.domain.contact.revision_order: what a consumer keeps the highest of
+    emitted_ms: int  # emitted_at in epoch ms (0 without one): the throughput figure's end
     retracted: bool
     undefined: bool = False
     without_history: bool = False  # no user message or no group: the chat's earlier events were not applied
@@ -438,10 +439,11 @@ class Held:
     def of(cls, contact: dict) -> "Held":
         """Tolerant of records without `revision`/`retracted` (older workers: revision 1) or a body."""
         order = revision_order(contact)
+        emitted_ms = parse_time(contact["emitted_at"]) if contact.get("emitted_at") else 0
         if contact.get("retracted"):
-            return cls(order, True)
+            return cls(order, emitted_ms, True)
         messages = contact.get("messages") or {}
-        return cls(order, False, contact.get("queue") == "Undefined_Queue",
+        return cls(order, emitted_ms, False, contact.get("queue") == "Undefined_Queue",
                    not messages.get("user") or contact.get("group_id") is None)
 
     def replaces(self, other: "Held | None") -> bool:
@@ -470,7 +472,7 @@ class Contacts:
         if new.replaces(old):
             self.held[contact["contact_id"]] = new
             self.live += (not new.retracted) - (old is not None and not old.retracted)
-        self.last_emitted_ms = max(self.last_emitted_ms, new.order[1])
+        self.last_emitted_ms = max(self.last_emitted_ms, new.emitted_ms)
         self.last_seen = time.time()
 
     @property
