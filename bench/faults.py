@@ -47,20 +47,15 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
-import shutil
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script from bench/: import the work tree's packages
-
-from connectors.simulation.poster import RetryPolicy, post_scenario  # noqa: E402
-from connectors.simulation.scenario import DEFAULT_START  # noqa: E402
-from pipeline import (BenchError, Children, ContactLog, Ingress, Machine, Pipeline, Truth,  # noqa: E402
-                      percentile, raw_event_ids, segments)
+from connectors.simulation.poster import RetryPolicy, post_scenario
+from connectors.simulation.scenario import DEFAULT_START
+from harness.pipeline import ContactLog, Pipeline, Truth, percentile, raw_event_ids, segments
+from harness.processes import Ingress, Machine, run_bench
 
 FAULTS = ("worker-kill", "ingress-kill", "broker-pause", "rebalance")  # rebalance = worker-join, then leave
 SEGMENT_SECONDS = 10.0  # traffic is posted in segments this long, until the last fault recovered
@@ -301,23 +296,14 @@ def parse_args(argv: list[str] | None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the children
-    children = Children()
-    workdir = Path(tempfile.mkdtemp(prefix="freshstream-bench-faults-"))
-    try:
-        report = asyncio.run(run(options, Machine(workdir, children, None, None)))
-    except KeyboardInterrupt:
-        print("\nbench: interrupted; stopping everything", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"bench/faults.py: error: {exc} (logs kept in {workdir})", file=sys.stderr)
-        return 1
-    finally:
-        children.stop_all()
-    print_report(report)
-    if report.ok:
-        shutil.rmtree(workdir, ignore_errors=True)  # kept for a look when something failed
-    return 0 if report.ok else 1
+
+    async def faults(machine: Machine) -> int:
+        report = await run(options, machine)
+        print_report(report)
+        return 0 if report.ok else 1
+
+    # the logs are kept for a look when something failed
+    return run_bench("bench/faults.py", faults, prefix="faults", pin=False, keep_failed=True)
 
 
 if __name__ == "__main__":

@@ -34,28 +34,30 @@ import re
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script from bench/: import the work tree's packages
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
+from connectors.integrations.records import new_ingress_key, new_integration
+from connectors.integrations.registry import IntegrationStore
+from harness.load import INTEGRATION
+from harness.processes import (BenchError, Ingress, Machine, Service, broker_settings, child_setup, run_bench,
+                               start_broker, tree_pids)
+from harness.report import CEILING_GOAL, met
+from harness.topics import topic_end
+from streams.settings import Settings
+from tests.payloads import dumps, webhook_message
 
-from children import Children, child_setup  # noqa: E402  (bench/children.py, beside this script)
-from streams.settings import ENV_PREFIX, Settings  # noqa: E402
-
-INTEGRATION = "bench"
+SCRIPT = Path(__file__).resolve()
 DISTINCT_BODIES = 256  # distinct conversations, so records spread over the raw partitions
 WRK_TIMEOUT = "15s"  # above the ingress's 10 s produce timeout: slow answers count as latency
+P99_GOAL_MS = 50
 
 
 @dataclass
@@ -79,58 +81,12 @@ class WrkResult:
 # --- child processes -------------------------------------------------------------------
 
 
-def child_env(data_dir: Path, **settings: str) -> dict:
-    """The caller's environment without its FRESHSTREAM_* settings, plus this run's."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    env.update({ENV_PREFIX + "DATA_DIR": str(data_dir), ENV_PREFIX + "LOG_LEVEL": "WARNING"})
-    env.update({ENV_PREFIX + k.upper(): v for k, v in settings.items()})
-    return env
-
-
 def allowed_cpus(pid: int) -> str:
     """The CPUs a process may run on, as Linux reports them: proof that the pinning held."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Cpus_allowed_list:"):
             return line.split(":", 1)[1].strip()
     return "?"
-
-
-def _descendants(pid: int) -> list[int]:
-    """Children of a process, and theirs: the Tansu binary runs under the broker CLI."""
-    try:
-        kids = [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-    return [d for k in kids for d in (k, *_descendants(k))]
-
-
-def _tail(log: Path, lines: int = 5) -> str:
-    text = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
-    return "\n".join(text[-lines:]) or "(empty log)"
-
-
-def wait_for_log_line(proc: subprocess.Popen, log: Path, needle: str, timeout: float) -> None:
-    """Wait until a child says it is running, so its topics exist before anyone uses them."""
-    deadline = time.monotonic() + timeout
-    while needle not in log.read_text(errors="replace"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{log.stem} did not start (exit {proc.poll()}):\n{_tail(log)}")
-        time.sleep(0.05)
-
-
-def wait_for_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float = 30.0) -> None:
-    """Poll /readyz until it answers 200: broker reachable and integrations loaded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{log.stem} not ready at {url} (exit {proc.poll()}):\n{_tail(log)}")
-        time.sleep(0.1)
 
 
 # --- the signed requests ---------------------------------------------------------------
@@ -142,8 +98,6 @@ def signed_bodies(count: int) -> tuple[str, list[tuple[bytes, str]]]:
     The private key lives only in this process's memory; each body is a different
     conversation so the records spread over partitions as real traffic does.
     """
-    from tests.payloads import dumps, webhook_message
-
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
@@ -192,51 +146,16 @@ def smoke_post(url: str, body: bytes, signature: str) -> None:
     except urllib.error.HTTPError as exc:
         status = exc.code
     if status != 202:
-        raise RuntimeError(f"a signed POST to {url} got {status}, not 202; nothing to measure")
+        raise BenchError(f"a signed POST to {url} got {status}, not 202; nothing to measure")
 
 
 # --- Kafka -----------------------------------------------------------------------------
 
 
-async def _put_integration(settings: Settings, pem: str) -> None:
-    from connectors.integrations.records import new_ingress_key, new_integration
-    from connectors.integrations.registry import IntegrationStore
-
+async def put_integration(settings: Settings, pem: str) -> None:
     record = new_integration(INTEGRATION, "acme.freshchat.com", new_ingress_key(), webhook_public_key=pem)
     async with IntegrationStore(settings) as store:  # the ingress key is discarded: only signatures here
         await store.put(record)
-
-
-async def _raw_topic_end(settings: Settings, timeout: float = 15.0) -> int:
-    """Records on the raw topic: the sum of its partitions' fetch high watermarks.
-
-    Not end_offsets(): the embedded broker's ListOffsets can lag the true end. Fetching
-    from the beginning gets one fetch response per partition, which carries the end.
-    """
-    from aiokafka import TopicPartition
-
-    from connectors.kafka.clients import make_consumer
-
-    consumer = make_consumer(settings, fetch_max_wait_ms=100, max_partition_fetch_bytes=1024)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [TopicPartition(settings.raw_topic, p)
-               for p in sorted(consumer.partitions_for_topic(settings.raw_topic) or {0})]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        deadline = time.monotonic() + timeout
-        while any(consumer.highwater(tp) is None for tp in tps):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no fetch high watermark for {settings.raw_topic} within {timeout} s")
-            await consumer.getmany(*tps, timeout_ms=200, max_records=1)
-        return sum(consumer.highwater(tp) for tp in tps)
-    finally:
-        await consumer.stop()
-
-
-def raw_topic_end(settings: Settings) -> int:
-    return asyncio.run(_raw_topic_end(settings))
 
 
 # --- wrk -------------------------------------------------------------------------------
@@ -254,7 +173,7 @@ def parse_wrk(output: str, cpu_busy: dict[int, float]) -> WrkResult:
     def find(pattern: str) -> re.Match:
         match = re.search(pattern, output, re.MULTILINE)
         if match is None:
-            raise RuntimeError(f"wrk output has no line matching {pattern!r}:\n{output}")
+            raise BenchError(f"wrk output has no line matching {pattern!r}:\n{output}")
         return match
 
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)  # only printed when > 0
@@ -290,17 +209,26 @@ def _busy(before: dict, after: dict, cpus: list[int]) -> dict[int, float]:
     return result
 
 
-def run_wrk(url: str, script: Path, args, cpu: int, duration: int, cpus: list[int]) -> WrkResult:
+async def run_wrk(url: str, script: Path, args, cpu: int, duration: int, cpus: list[int]) -> WrkResult:
     """One wrk run pinned to the client CPU; returns its parsed figures."""
     cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{duration}s", "--latency",
            "--timeout", WRK_TIMEOUT, "-s", str(script), url]
     before = _cpu_times()
-    done = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=child_setup({cpu}),
-                          timeout=duration + 60)
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                                preexec_fn=child_setup({cpu}))
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), duration + 60)
+    except asyncio.TimeoutError:
+        raise BenchError(f"wrk did not finish within {duration + 60} s") from None
+    finally:
+        if proc.returncode is None:  # timed out or interrupted
+            proc.kill()
+            await proc.wait()
     busy = _busy(before, _cpu_times(), cpus)
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk exited with {done.returncode}: {done.stderr.strip() or done.stdout.strip()}")
-    return parse_wrk(done.stdout, busy)
+    stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+    if proc.returncode != 0:
+        raise BenchError(f"wrk exited with {proc.returncode}: {stderr.strip() or stdout.strip()}")
+    return parse_wrk(stdout, busy)
 
 
 # --- the bare server (this file with --serve-bare) --------------------------------------
@@ -348,6 +276,13 @@ def serve_bare(port: int) -> int:
 # --- the benchmark ---------------------------------------------------------------------
 
 
+class BareServer(Service):
+    """This file with --serve-bare on the server CPU: the ceiling the ingress is measured against."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(SCRIPT), "--serve-bare", str(self.port)]
+
+
 @dataclass
 class Target:
     """One server under test: its name, its POST URL and, for the ingress, the Kafka settings."""
@@ -357,50 +292,32 @@ class Target:
     kafka: Settings | None = None
 
 
-def start_servers(children: Children, workdir: Path, server_cpu: int) -> tuple[Target, Target, list[tuple[bytes, str]]]:
+async def start_servers(machine: Machine) -> tuple[Target, Target, list[tuple[bytes, str]]]:
     """Broker, integration, ingress and bare server, each ready before the next step."""
-    from connectors.kafka.broker import free_port
-
-    data_dir, py = workdir / "data", sys.executable
-    data_dir.mkdir()
-    broker_port, ingress_port, bare_port = free_port(), free_port(), free_port()
-    settings = Settings(kafka_bootstrap=f"127.0.0.1:{broker_port}", data_dir=data_dir)
-
-    log = workdir / "broker.log"  # inherits this script's CPU (the client one), never the server's
-    broker = children.start("broker", [py, "-m", "connectors.cli", "broker", "--port", str(broker_port)],
-                            cpus=None, env=child_env(data_dir), log=log)
-    wait_for_log_line(broker, log, "freshstream broker running", timeout=60)
-
+    settings = broker_settings(machine, log_level="WARNING")
+    await start_broker(machine, settings)  # on the client CPU with this script, never the server's
     pem, bodies = signed_bodies(DISTINCT_BODIES)
-    asyncio.run(_put_integration(settings, pem))
-
-    log = workdir / "ingress.log"
-    ingress = children.start("ingress", [py, "-m", "connectors.cli", "ingress", "--port", str(ingress_port)],
-                             cpus={server_cpu}, log=log,
-                             env=child_env(data_dir, kafka_bootstrap=settings.kafka_bootstrap))
-    wait_for_ready(ingress, f"http://127.0.0.1:{ingress_port}", log)
-
-    log = workdir / "bare.log"
-    bare = children.start("bare", [py, str(Path(__file__).resolve()), "--serve-bare", str(bare_port)],
-                          cpus={server_cpu}, env=child_env(data_dir), log=log)
-    wait_for_ready(bare, f"http://127.0.0.1:{bare_port}", log)
-
-    for name, proc in children.procs:
-        below = "".join(f", child pid {d} CPUs {allowed_cpus(d)}" for d in _descendants(proc.pid))
+    await put_integration(settings, pem)
+    ingress = Ingress(machine, settings, "ingress").start()
+    await ingress.wait_ready()
+    bare = BareServer(machine, settings, "bare").start()
+    await bare.wait_ready()
+    for name, proc in machine.children.procs:
+        below = "".join(f", child pid {d} CPUs {allowed_cpus(d)}" for d in tree_pids(proc.pid)[1:])
         print(f"  {name:<8} pid {proc.pid:<7} CPUs {allowed_cpus(proc.pid)}{below}")
     path = f"/webhooks/freshchat/{INTEGRATION}"
-    return (Target("bare", f"http://127.0.0.1:{bare_port}{path}"),
-            Target("ingress", f"http://127.0.0.1:{ingress_port}{path}", settings), bodies)
+    return Target("bare", f"{bare.url}{path}"), Target("ingress", f"{ingress.url}{path}", settings), bodies
 
 
-def measure(target: Target, script: Path, args, client_cpu: int, cpus: list[int]) -> tuple[WrkResult, str | None]:
+async def measure(target: Target, script: Path, args, client_cpu: int,
+                  cpus: list[int]) -> tuple[WrkResult, str | None]:
     """One measured run; for the ingress also the Kafka check, as (result, check line or None)."""
-    before = raw_topic_end(target.kafka) if target.kafka else 0
-    result = run_wrk(target.url, script, args, client_cpu, args.duration, cpus)
+    before = await topic_end(target.kafka, target.kafka.raw_topic) if target.kafka else 0
+    result = await run_wrk(target.url, script, args, client_cpu, args.duration, cpus)
     if target.kafka is None:
         return result, None
-    time.sleep(0.5)  # requests in flight when wrk stopped may still land; they only add records
-    added = raw_topic_end(target.kafka) - before
+    await asyncio.sleep(0.5)  # requests in flight when wrk stopped may still land; they only add records
+    added = await topic_end(target.kafka, target.kafka.raw_topic) - before
     verdict = "OK" if result.ok_2xx <= added else "FAILED"
     return result, f"kafka check: 2xx {result.ok_2xx} <= records added to the raw topic {added}: {verdict}"
 
@@ -421,34 +338,33 @@ def report(results: dict[str, list[WrkResult]], failures: list[str]) -> None:
         print(f"  {name:<8} {rps:>9.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms")
     ratio = med["ingress"][0] / med["bare"][0]
     p99 = med["ingress"][2]
-    print(f"  ratio ingress/bare req/s: {ratio:.2f}   goal >= 0.50: {'met' if ratio >= 0.5 else 'NOT met'}")
-    print(f"  ingress p99: {p99:.2f} ms   goal < 50 ms: {'met' if p99 < 50 else 'NOT met'}")
+    print(f"  ratio ingress/bare req/s: {ratio:.2f}   goal >= {CEILING_GOAL:.2f}: {met(ratio >= CEILING_GOAL)}")
+    print(f"  ingress p99: {p99:.2f} ms   goal < {P99_GOAL_MS} ms: {met(p99 < P99_GOAL_MS)}")
     non_2xx = sum(r.non_2xx for r in results["ingress"])
     print(f"  ingress non-2xx responses (all runs): {non_2xx}")
     print("  kafka check (every 2xx is on the raw topic): "
           + ("OK in every run" if not failures else "FAILED: " + "; ".join(failures)))
 
 
-def benchmark(args, workdir: Path, children: Children) -> int:
+async def benchmark(args, machine: Machine) -> int:
     """Start everything, then alternate bare and ingress runs so both see the same machine."""
-    cpus = sorted(os.sched_getaffinity(0))
-    server_cpu, client_cpu = cpus[0], cpus[1]
-    os.sched_setaffinity(0, {client_cpu})  # this script and the broker stay off the server's CPU
+    (server_cpu,), client_cpu = machine.subject_cpus, min(machine.other_cpus)
+    cpus = [server_cpu, client_cpu]
     print(f"freshstream ingress benchmark: signed single-event POSTs, {args.connections} connections, "
           f"{args.duration} s per run, {args.rounds} round(s) of bare then ingress")
-    print(f"servers pinned to CPU {server_cpu}; wrk ({args.threads} thread(s)), broker and this script "
-          f"on CPU {client_cpu}; Python {sys.version.split()[0]}")
-    bare, ingress, bodies = start_servers(children, workdir, server_cpu)
+    print(f"servers pinned to CPU {server_cpu}; wrk ({args.threads} thread(s)) on CPU {client_cpu}, broker and "
+          f"this script on CPU {','.join(map(str, sorted(machine.other_cpus)))}; Python {sys.version.split()[0]}")
+    bare, ingress, bodies = await start_servers(machine)
     smoke_post(ingress.url, *bodies[0])
-    script = write_wrk_script(workdir, bodies)
+    script = write_wrk_script(machine.workdir, bodies)
     for target in (bare, ingress) if args.warmup > 0 else ():  # connections, caches, producer
-        run_wrk(target.url, script, args, client_cpu, args.warmup, cpus)
+        await run_wrk(target.url, script, args, client_cpu, args.warmup, cpus)
     results: dict[str, list[WrkResult]] = {"bare": [], "ingress": []}
     failures = []
     for n in range(1, args.rounds + 1):
         for target in (bare, ingress):
-            result, check = measure(target, script, args, client_cpu, cpus)
-            print(_row(f"round {n} {target.name}", result, [server_cpu, client_cpu]), flush=True)
+            result, check = await measure(target, script, args, client_cpu, cpus)
+            print(_row(f"round {n} {target.name}", result, cpus), flush=True)
             if check:
                 print(f"      {check}", flush=True)
                 failures += [f"round {n}: {check}"] if check.endswith("FAILED") else []
@@ -480,19 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/ingress.py: needs 2 CPUs (one for the server, one for wrk); this process has 1",
               file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the children
-    children = Children()
-    with tempfile.TemporaryDirectory(prefix="freshstream-bench-") as tmp:
-        try:
-            return benchmark(args, Path(tmp), children)
-        except KeyboardInterrupt:
-            print("\nbench: interrupted; stopping everything", file=sys.stderr)
-            return 130
-        except RuntimeError as exc:
-            print(f"bench/ingress.py: error: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            children.stop_all()
+    return run_bench("bench/ingress.py", lambda machine: benchmark(args, machine), prefix="ingress")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ machine, so the ratio means something on a shared, noisy box:
   streams/domain/events.py normalises: a user message, an assignment to a group, bot/agent/user
   messages, a private note, and a resolution to end each chat; interleaved in event-time
   order, keyed and enveloped exactly as the ingress does) pre-loaded into a fresh raw
-  topic, the group names put on a fresh groups topic first (built with bench/stream.py's
-  generators).
+  topic, the group names put on a fresh groups topic first (harness/load.py, as the stream
+  benchmarks).
 - Ceiling: a plain aiokafka read of that raw range (the consumer options replay uses;
   from the beginning to each partition's fetch high watermark, orjson-decoding every
   value, nothing else). Timed from before the consumer is created to after it stopped,
@@ -53,30 +53,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import shutil
-import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
-from stream import (  # noqa: E402  (bench/stream.py, beside this script; it puts the work tree on sys.path)
-    THROUGHPUT_GOAL, BenchError, Machine, TopicWatch, bench_env, build_load, chat_payloads, cpu_split,
-    create_topic, preload, put_group_names, start_broker, tail)
-from children import Children, child_setup  # noqa: E402  (bench/children.py)
+import orjson
+from aiokafka import TopicPartition
 
-import orjson  # noqa: E402
-from aiokafka import TopicPartition  # noqa: E402
-
-import connectors.replay as replay_module  # noqa: E402
-from connectors.kafka.broker import free_port  # noqa: E402
-from connectors.kafka.clients import make_consumer  # noqa: E402
-from connectors.kafka.topics import ensure_topics  # noqa: E402
-from streams.settings import Settings  # noqa: E402
+import connectors.replay as replay_module
+from connectors.kafka.clients import make_consumer
+from connectors.kafka.topics import ensure_topics
+from harness.load import build_load, chat_payloads, put_group_names
+from harness.processes import (BenchError, Machine, bench_env, broker_settings, child_setup, run_bench, start_broker,
+                               tail)
+from harness.report import CEILING_GOAL, met, print_table
+from harness.topics import TopicWatch, create_topic, preload
+from streams.settings import Settings
 
 SCRIPT = Path(__file__).resolve()
 PHASES = ("_group_names", "_rebuild", "_existing", "_write")  # connectors/replay.py's steps, timed in the child
@@ -234,20 +230,17 @@ def check(label: str, ok: bool, checks: list[tuple[str, bool]]) -> None:
 
 async def benchmark(args, machine: Machine) -> int:
     tag = uuid.uuid4().hex[:8]
-    port = free_port()
     target = f"bench-replay-target-{tag}"
-    settings = Settings(kafka_bootstrap=f"127.0.0.1:{port}", broker_port=port, data_dir=machine.workdir / "data",
-                        topic_partitions=args.partitions, raw_topic=f"bench-replay-raw-{tag}",
-                        contacts_topic=target, groups_topic=f"bench-replay-groups-{tag}",
-                        integrations_topic=f"bench-replay-integrations-{tag}", dlq_topic=f"bench-replay-dlq-{tag}",
-                        log_level="WARNING")
+    settings = broker_settings(machine, topic_partitions=args.partitions, raw_topic=f"bench-replay-raw-{tag}",
+                               contacts_topic=target, groups_topic=f"bench-replay-groups-{tag}",
+                               integrations_topic=f"bench-replay-integrations-{tag}",
+                               dlq_topic=f"bench-replay-dlq-{tag}", log_level="WARNING")
     chats, events = args.chats, args.chats * args.events_per_chat
-    pinning = (f"measured children on CPU {sorted(machine.subject_cpus)}, broker and this script on CPU "
-               f"{sorted(machine.other_cpus)}" if machine.subject_cpus else "no CPU pinning (one CPU)")
     print(f"freshstream replay benchmark (run {tag}); {chats:,} chats x {args.events_per_chat} events = "
-          f"{events:,} events; {args.partitions} partitions; Python {sys.version.split()[0]}; {pinning}", flush=True)
+          f"{events:,} events; {args.partitions} partitions; Python {sys.version.split()[0]}; "
+          f"{machine.pinning('measured children')}", flush=True)
     broker = await start_broker(machine, settings)
-    print(f"  embedded broker pid {broker.pid} on 127.0.0.1:{port}", flush=True)
+    print(f"  embedded broker pid {broker.pid} on {settings.bootstrap}", flush=True)
     await ensure_topics(settings)  # raw, groups and the (empty) target, with their configs
     await put_group_names(settings)
     await preload(settings, settings.raw_topic, build_load(chats, args.events_per_chat, resolve=True))
@@ -282,20 +275,15 @@ async def benchmark(args, machine: Machine) -> int:
             ("ceiling: plain aiokafka read + orjson (best of 2)", f"{best:,.0f}",
              f"{events / best:.2f} s", "", "", ""),
             ("replay, first run (writes every contact)", f"{first['rate']:,.0f}", f"{first['seconds']:.2f} s",
-             f"{ratio:.1%}", f">= {THROUGHPUT_GOAL:.0%}", "met" if ratio >= THROUGHPUT_GOAL else "NOT met"),
+             f"{ratio:.1%}", f">= {CEILING_GOAL:.0%}", met(ratio >= CEILING_GOAL)),
             ("replay, second run (writes nothing)", f"{second['rate']:,.0f}", f"{second['seconds']:.2f} s",
              f"{second['rate'] / best:.1%}", "", ""),
-            ("correctness checks", "", "", "", "all pass", "met" if all(ok for _, ok in checks) else "NOT met")]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    print("\nsummary")
-    for n, row in enumerate(rows):
-        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-        if n == 0:
-            print("  " + "  ".join("-" * width for width in widths))
+            ("correctness checks", "", "", "", "all pass", met(all(ok for _, ok in checks)))]
+    print_table(rows)
 
     if args.profile:
         await profile(machine, settings, window, events, args, tag)
-    elif ratio < THROUGHPUT_GOAL:
+    elif ratio < CEILING_GOAL:
         print("\n  (below the goal: add --profile FILE to see where the replay's time goes)", flush=True)
     return 0 if all(ok for _, ok in checks) else 1
 
@@ -370,22 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child is not None:
         return child_main(json.loads(args.child))
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the children
-    subject, other = cpu_split()
-    if other:
-        os.sched_setaffinity(0, other)
-    children = Children()
-    with tempfile.TemporaryDirectory(prefix="freshstream-bench-replay-") as tmp:
-        try:
-            return asyncio.run(benchmark(args, Machine(Path(tmp), children, subject, other)))
-        except KeyboardInterrupt:
-            print("\nbench: interrupted; stopping everything", file=sys.stderr)
-            return 130
-        except BenchError as exc:
-            print(f"bench/replay.py: error: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            children.stop_all()
+    return run_bench("bench/replay.py", lambda machine: benchmark(args, machine), prefix="replay")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ reopens) at a fixed rate and reports:
 - events/s accepted (answered 202), next to the rate asked for;
 - end-to-end latency, from the 202 of the delivery that closes a chat's cycle (its
   resolution, or its deletion/spam mark) to the moment a separate consumer process
-  (bench/contact_watch.py) reads that contact from the contacts topic: p50, p99, max;
+  (harness/contact_watch.py) reads that contact from the contacts topic: p50, p99, max;
 - resident memory (VmRSS) of the ingress, the worker and the broker every
   --sample-seconds, and each one's slope (MiB per minute) once warm;
 - at the end, the contacts read against the simulator's expectation: lost, unexpected,
@@ -47,21 +47,16 @@ import argparse
 import asyncio
 import dataclasses
 import math
-import signal
 import sys
-import tempfile
 import time
 from datetime import timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script from bench/: import the work tree's packages
-
-from connectors.simulation.poster import post_scenario  # noqa: E402
-from connectors.simulation.scenario import DEFAULT_START, Scenario, build_scenario  # noqa: E402
-from streams.settings import Settings  # noqa: E402
-from pipeline import (BenchError, Children, ContactLog, Machine, Pipeline, Truth, percentile,  # noqa: E402
-                      segments, slope)
+from connectors.simulation.poster import post_scenario
+from connectors.simulation.scenario import DEFAULT_START, Scenario, build_scenario
+from harness.pipeline import ContactLog, Pipeline, Truth, percentile, segments, slope
+from harness.processes import Machine, run_bench
+from harness.report import HEADER, met, print_table
+from streams.settings import Settings
 
 SEGMENT_SPACING = timedelta(hours=18)  # chats of a segment start within 18 h (simulation_chats)
 # A chat is forgotten 7 days (the default expiry) after it closed, and closes within 2 days of
@@ -152,13 +147,13 @@ def report(args, truth: Truth, result: dict, samples: list[dict], warm: list[dic
            bytes_per_delivery: float) -> None:
     latencies = result["latencies"]
     p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
-    rows = [("figure", "value", "baseline", "ratio", "goal", "")]
+    rows = [HEADER]
     rate = truth.accepted / posted_s
     rows.append(("events accepted/s", f"{rate:,.0f}", f"asked {args.rate:g}", f"{rate / args.rate:.1%}", "= asked",
-                 _met(rate >= 0.97 * args.rate)))
+                 met(rate >= 0.97 * args.rate)))
     rows.append(("latency 202 → contact", f"p50 {p50 * 1000:,.0f} ms", f"p99 {p99 * 1000:,.0f} ms",
                  f"max {max(latencies, default=float('nan')) * 1000:,.0f} ms", f"p99 < {LATENCY_GOAL_S:g} s",
-                 _met(p99 < LATENCY_GOAL_S)))
+                 met(p99 < LATENCY_GOAL_S)))
     for role in ("ingress", "worker", "broker"):
         points = [(s["t"] / 60, s[role] / 2**20) for s in warm]
         per_min = slope(points)
@@ -171,20 +166,15 @@ def report(args, truth: Truth, result: dict, samples: list[dict], warm: list[dic
             span = points[-1][0] - points[0][0] if points else 0.0
             growth = per_min * span / max(first, 1.0)  # the fitted line's rise over the warm window
             rows.append((f"RSS {role} (warm)", f"{first:,.0f} → {last:,.0f} MiB", f"{per_min:+.2f} MiB/min",
-                         f"{growth:+.1%} fitted", f"flat (< {FLAT_GOAL:.0%})", _met(abs(growth) < FLAT_GOAL)))
+                         f"{growth:+.1%} fitted", f"flat (< {FLAT_GOAL:.0%})", met(abs(growth) < FLAT_GOAL)))
     rows.append(("contacts", f"{result['seen']:,} distinct", f"expected {result['expected']:,}",
                  f"{result['records']:,} records", "all, once", ""))
     for what in ("lost", "unexpected", "differing"):
-        rows.append((f"  {what}", f"{len(result[what]):,}", "", "", "0", _met(not result[what])))
+        rows.append((f"  {what}", f"{len(result[what]):,}", "", "", "0", met(not result[what])))
     rows.append(("  duplicates", f"{len(result['duplicates']):,}", "", "", "at-least-once: allowed", ""))
     print_latency_by_minute(result["timed_latencies"])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    print(f"\nsummary ({len(samples)} memory samples, {len(warm)} after warm-up at "
-          f"{args.duration * args.warm_share:.0f} s)")
-    for n, row in enumerate(rows):
-        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-        if n == 0:
-            print("  " + "  ".join("-" * width for width in widths))
+    print_table(rows, f"summary ({len(samples)} memory samples, {len(warm)} after warm-up at "
+                      f"{args.duration * args.warm_share:.0f} s)")
     for what in ("lost", "unexpected", "differing", "duplicates"):
         if result[what]:
             print(f"  {what}: {', '.join(result[what][:5])}{' …' if len(result[what]) > 5 else ''}")
@@ -203,10 +193,6 @@ def print_latency_by_minute(timed: list[tuple[float, float]]) -> None:
         values.sort()
         print(f"  minute {minute + 1:>3}: {len(values):>6,} contacts  p50 {percentile(values, 0.5) * 1000:7,.0f} ms  "
               f"p99 {percentile(values, 0.99) * 1000:7,.0f} ms  max {values[-1] * 1000:7,.0f} ms")
-
-
-def _met(ok: bool) -> str:
-    return "met" if ok else "NOT met"
 
 
 def _coerce(name: str, text: str):
@@ -244,19 +230,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the children
-    children = Children()
-    with tempfile.TemporaryDirectory(prefix="freshstream-bench-soak-") as tmp:
-        try:
-            return asyncio.run(soak(args, Machine(Path(tmp), children, None, None)))
-        except KeyboardInterrupt:
-            print("\nbench: interrupted; stopping everything", file=sys.stderr)
-            return 130
-        except BenchError as exc:
-            print(f"bench/soak.py: error: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            children.stop_all()
+    return run_bench("bench/soak.py", lambda machine: soak(args, machine), prefix="soak", pin=False)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # the bench's harness, run briefly
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # bench/faults.py and its harness package
 
 import faults  # noqa: E402
-from pipeline import Children, Machine  # noqa: E402
+from harness.processes import Children, Machine  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ and a contact read on that busy event loop would be timed late by however long t
 loop was busy. Here nothing else runs, so the wall-clock time written next to each
 record is when a plain consumer could first see it.
 
-    python bench/contact_watch.py BOOTSTRAP TOPIC OUTFILE
+    python -m harness.contact_watch BOOTSTRAP TOPIC OUTFILE    (working directory bench/)
 
 Appends one line per record to OUTFILE: `<unix time read>\\t<the record's value>`,
 flushed after every fetch. It reads from the beginning of every partition, follows new
@@ -20,13 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from aiokafka import TopicPartition
 
-from aiokafka import TopicPartition  # noqa: E402
-
-from connectors.kafka.clients import make_consumer  # noqa: E402
-from streams.settings import Settings  # noqa: E402
+from connectors.kafka.clients import make_consumer
+from streams.settings import Settings
 
 
 async def watch(bootstrap: str, topic: str, out: Path, stop: asyncio.Event) -> None:

@@ -8,7 +8,6 @@ ground truth next to it, and compare what reached the contacts topic with that t
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
@@ -19,71 +18,21 @@ from pathlib import Path
 import orjson
 from aiokafka import TopicPartition
 
-from children import ROOT, Children
-from stream import BenchError, Machine, Worker, bench_env, start_broker, tail, wait_for
-from connectors.kafka.broker import free_port
 from connectors.freshchat.feed import publish_group_names
 from connectors.integrations.records import new_ingress_key, new_integration
-from connectors.kafka.clients import make_consumer
 from connectors.integrations.registry import IntegrationStore
+from connectors.kafka.clients import make_consumer
 from connectors.simulation.scenario import GROUPS, Delivery, Scenario, build_scenario
+from harness import BENCH
+from harness.load import INTEGRATION
+from harness.processes import (BenchError, Ingress, Machine, Worker, bench_env, broker_settings, start_broker, tail,
+                               tree_cpu, tree_pids, tree_rss, wait_for)
 from streams.domain.contact import final_revisions
 from streams.settings import Settings
 
-__all__ = ["Ingress", "Worker", "Pipeline", "ContactLog", "Truth", "tree_pids", "tree_rss", "tree_cpu", "segments",
-           "raw_event_ids", "percentile", "slope", "BenchError", "Machine", "Children", "wait_for"]
+__all__ = ["Pipeline", "ContactLog", "Truth", "segments", "raw_event_ids", "percentile", "slope"]
 
-INTEGRATION = "bench"
 UNCOMPARED = ("emitted_at", "revision", "retracted")  # fields of a contact record the simulator cannot predict
-
-
-class Ingress(Worker):
-    """A `freshstream ingress` child: ready once it follows the integrations and reaches Kafka."""
-
-    verb = ["ingress", "--port"]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-def tree_pids(pid: int) -> list[int]:
-    """The process and all its descendants (the embedded broker is a wrapper around Tansu)."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                todo += [int(child) for child in (task / "children").read_text().split()]
-            except OSError:
-                pass
-    return found
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by a process and its live descendants."""
-    ticks = 0
-    for member in tree_pids(pid):
-        try:
-            fields = Path(f"/proc/{member}/stat").read_text().rpartition(")")[2].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, IndexError, ValueError):
-            pass
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def tree_rss(pid: int) -> int:
-    """VmRSS in bytes of a process and its descendants (0 for those already gone)."""
-    total = 0
-    for member in tree_pids(pid):
-        try:
-            for line in Path(f"/proc/{member}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
 
 
 @dataclass
@@ -100,10 +49,7 @@ class Pipeline:
 
     @classmethod
     def configure(cls, machine: Machine, **changes) -> "Pipeline":
-        port = free_port()
-        settings = Settings(kafka_bootstrap=f"127.0.0.1:{port}", broker_port=port,
-                            data_dir=machine.workdir / "data", log_level="INFO", **changes)
-        return cls(machine, settings)
+        return cls(machine, broker_settings(machine, **{"log_level": "INFO", **changes}))
 
     async def start(self, workers: int = 1) -> None:
         """The broker, the integration and its group names, then the ingress and the workers, all ready."""
@@ -136,7 +82,7 @@ class Pipeline:
         """SIGKILL, no goodbye: what an OOM kill or a power cut does."""
         service.proc.kill()
         service.proc.wait()
-        self.machine.children.procs = [(n, p) for n, p in self.machine.children.procs if p is not service.proc]
+        self.machine.children.forget(service.proc)
         if service in self.workers:
             self.workers.remove(service)
 
@@ -167,7 +113,7 @@ class Pipeline:
 
 
 class ContactLog:
-    """The contact watcher child (bench/contact_watch.py) and what it has written so far."""
+    """The contact watcher child (harness/contact_watch.py) and what it has written so far."""
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
@@ -182,9 +128,9 @@ class ContactLog:
     def start(self) -> "ContactLog":
         settings = self.pipeline.settings
         self.proc = self.pipeline.machine.children.start(
-            "contact-watch", [sys.executable, str(ROOT / "bench" / "contact_watch.py"), settings.bootstrap,
+            "contact-watch", [sys.executable, "-m", "harness.contact_watch", settings.bootstrap,
                               settings.contacts_topic, str(self.path)],
-            env=bench_env(settings), log=self.pipeline.machine.workdir / "contact-watch.log",
+            env=bench_env(settings), log=self.pipeline.machine.workdir / "contact-watch.log", cwd=BENCH,
             cpus=self.pipeline.machine.other_cpus)
         return self
 

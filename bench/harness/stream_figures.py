@@ -1,0 +1,364 @@
+"""The stream worker's three figures, each next to a baseline measured in the same run.
+
+1. throughput: the worker's events/s next to a plain aiokafka loop's (harness.ceiling) on
+   the same pre-loaded topic, and next to REF's worker with --compare-with;
+2. memory: a worker's RSS per open chat, next to the serialised state per chat (and REF's);
+3. recovery: a restart with those open chats, next to a start on an empty changelog.
+
+bench/stream.py runs all three, bench/throughput.py, memory.py and recovery.py one each
+(recovery first fills a worker as the memory figure does); their docstrings say what is
+measured and how. Every script takes the options below that it needs (add_options),
+under the same names and defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import uuid
+from dataclasses import dataclass
+
+from connectors.kafka.topics import ensure_topics
+from harness.ceiling import run_ceiling
+from harness.load import build_load, put_group_names, resolutions, state_sizes
+from harness.processes import CURRENT, Code, Machine, Worker, broker_settings, run_bench, start_broker
+from harness.ref import ref_worktree, run_order
+from harness.report import CEILING_GOAL, HEADER, met, print_table
+from harness.topics import Contacts, TopicWatch, preload, produce
+from streams.settings import Settings
+
+__all__ = ["FIGURES", "Options", "add_options", "options_from", "main"]
+
+FIGURES = ("throughput", "memory", "recovery")
+MEMORY_GOAL_BYTES, RECOVERY_GOAL_S = 1024, 10.0
+REF_GOAL = 0.90  # current / REF events/s: "within 10% of the commit before"
+RECOVERY_SAMPLE = 1000  # open chats resolved after the restart to prove their state survived
+
+
+@dataclass
+class Options:
+    """What a run measures, and on what load; the scripts build it from their command lines."""
+
+    figures: tuple[str, ...] = FIGURES
+    chats: int = 20000
+    events_per_chat: int = 10
+    open_chats: int = 100000
+    partitions: int = 6
+    repeats: int = 1
+    compare_with: str | None = None  # a git ref: REF's worker is timed too (figure 1)
+    compare_memory: bool = False  # with compare_with: REF's memory per open chat too (figure 2)
+
+
+_OPTIONS = {  # flag: argparse keywords; every script spells an option the same way
+    "--chats": dict(type=int, default=Options.chats,
+                    help=f"chats in the throughput load (default {Options.chats})"),
+    "--events-per-chat": dict(type=int, default=Options.events_per_chat,
+                              help="events per chat, >= 3: first message, assignment, ..., resolution "
+                                   f"(default {Options.events_per_chat})"),
+    "--open-chats": dict(type=int, default=Options.open_chats,
+                         help=f"open chats for the memory and recovery figures (default {Options.open_chats})"),
+    "--skip-memory": dict(action="store_true", help="skip the memory and recovery figures"),
+    "--partitions": dict(type=int, default=Options.partitions,
+                         help=f"partitions of the bench topics (default {Options.partitions})"),
+    "--compare-with": dict(metavar="REF",
+                           help="a git ref (HEAD~3, a hash): also time that commit's worker (temporary worktree)"),
+    "--compare-memory": dict(action="store_true",
+                             help="with --compare-with: also measure memory per open chat for REF"),
+    "--repeats": dict(type=int, default=Options.repeats,
+                      help="worker runs per tree, alternating REF and current; medians compared "
+                           f"(default {Options.repeats})"),
+}
+
+
+def add_options(parser: argparse.ArgumentParser, *flags: str, **helps: str) -> argparse.ArgumentParser:
+    """The named flags of _OPTIONS; `helps` rewords one for a script (key: the flag's dest, e.g. compare_with)."""
+    for flag in flags:
+        keywords = dict(_OPTIONS[flag])
+        keywords["help"] = helps.get(flag.lstrip("-").replace("-", "_"), keywords["help"])
+        parser.add_argument(flag, **keywords)
+    return parser
+
+
+def options_from(parser: argparse.ArgumentParser, args: argparse.Namespace, figures: tuple[str, ...],
+                 **fixed) -> Options:
+    """Options from parsed flags (those a script does not take keep their defaults); errors as argparse's."""
+    known = {name: getattr(args, name) for name in Options.__dataclass_fields__ if hasattr(args, name)}
+    options = Options(figures=figures, **{**known, **fixed})
+    if options.events_per_chat < 3 or min(options.chats, options.open_chats, options.partitions,
+                                          options.repeats) < 1:
+        parser.error("--events-per-chat must be >= 3, and --chats, --open-chats, --partitions, --repeats >= 1")
+    if options.compare_memory and (options.compare_with is None or "memory" not in options.figures):
+        parser.error("--compare-memory needs --compare-with and the memory measurement (no --skip-memory)")
+    return options
+
+
+def main(script: str, name: str, options: Options) -> int:
+    """A script's whole run: `freshstream NAME benchmark`, the figures asked for, the summary."""
+    return run_bench(script, lambda machine: benchmark(machine, options, name), prefix="stream")
+
+
+async def benchmark(machine: Machine, options: Options, name: str) -> int:
+    ref = machine.later(ref_worktree(options.compare_with))  # removed once every worker is stopped
+    tag = uuid.uuid4().hex[:8]
+    base = broker_settings(machine, topic_partitions=options.partitions, groups_topic=f"bench-groups-{tag}",
+                           integrations_topic=f"bench-integrations-{tag}", dlq_topic=f"bench-dlq-{tag}",
+                           log_level="INFO")
+    compared = f"; compared with {ref.label}, checked out in {ref.root}" if ref else ""
+    print(f"freshstream {name} benchmark (run {tag}); {options.partitions} partitions; "
+          f"Python {sys.version.split()[0]}; {machine.pinning('subject (ceiling loop, workers)')}{compared}",
+          flush=True)
+    broker = await start_broker(machine, base)
+    print(f"  embedded broker pid {broker.pid} on {base.bootstrap}", flush=True)
+    throughput = memory = ref_memory = recovery = None
+    if "throughput" in options.figures:
+        throughput = await measure_throughput(machine, base, options, tag, ref)
+    if "memory" in options.figures or "recovery" in options.figures:
+        memory, ref_memory, recovery = await measure_state(machine, base, options, tag,
+                                                           ref if options.compare_memory else None)
+    rows = [HEADER]
+    if throughput:
+        rows += _throughput_rows(throughput)
+    if "memory" in options.figures:
+        rows += _memory_rows(memory, ref_memory, ref.label if ref else None)
+    if recovery:
+        rows += _recovery_rows(recovery, options.open_chats)
+    print_table(rows)
+    checks = ([throughput["ok"]] if throughput else []) + ([recovery["ok"]] if recovery else [])
+    return 0 if all(checks) else 1
+
+
+# --- 1. throughput ---------------------------------------------------------------------
+
+
+async def run_worker_throughput(machine: Machine, settings: Settings, events: int, chats: int,
+                                code: Code = CURRENT, name: str = "worker-throughput") -> dict:
+    """Worker from /readyz 200 to the emitted_at of its last contact; checks the contacts."""
+    await ensure_topics(settings)  # the contacts topic exists before the watch reads it
+    watch = TopicWatch(settings, settings.contacts_topic)
+    await watch.start()
+    worker = Worker(machine, settings, name, code).start()
+    try:
+        ready = await worker.wait_ready()
+        print(f"  {code.label} worker pid {worker.proc.pid} ready {ready - worker.started_at:.1f} s after start; "
+              "reading the pre-loaded topic", flush=True)
+        contacts = await watch.read_contacts(chats, timeout=max(600.0, events / 200))
+        totals = await worker.wait_counted(events, timeout=120)
+        contacts = await watch.drain()
+        return {"ready": ready, "contacts": contacts, "totals": totals, "pid": worker.proc.pid}
+    finally:
+        await watch.stop()
+        await worker.stop()
+
+
+async def time_worker(machine: Machine, settings: Settings, options: Options, code: Code, run: str) -> dict:
+    """One run on the pre-loaded topic; its own app id (consumer group, changelogs) and contacts topic.
+
+    Own names make the worker read everything from scratch, and let REF keep its state in
+    whatever format it has without meeting the current tree's.
+    """
+    own = settings.replace(contacts_topic=f"{settings.contacts_topic}-{run}",
+                           worker_app_id=f"{settings.worker_app_id}-{run}")
+    events = options.chats * options.events_per_chat
+    worker = await run_worker_throughput(machine, own, events, options.chats, code, f"worker-throughput-{run}")
+    contacts: Contacts = worker["contacts"]
+    seconds = contacts.last_emitted_ms / 1000 - worker["ready"]
+    seen_seconds = contacts.last_seen - worker["ready"]
+    rate = events / seconds
+    print(f"  {code.label} worker: {events:,} events in {seconds:.2f} s = {rate:,.0f} events/s "
+          f"(ready → last emitted_at); {events / seen_seconds:,.0f} events/s to the last contact read here",
+          flush=True)
+    ok = check_contacts(contacts, options.chats, worker["totals"])
+    return {"rate": rate, "ok": ok, "contacts": len(contacts.ids)}
+
+
+def check_contacts(contacts: Contacts, chats: int, totals: dict) -> bool:
+    """Exactly `chats` live contact ids, none in Undefined_Queue; printed with the worker's verdicts."""
+    ids, undefined = len(contacts.ids), contacts.undefined
+    retracted = len(contacts.held) - ids
+    ok = ids == chats and undefined == 0
+    verdicts = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(totals.items()))
+    print(f"    contacts: {contacts.records:,} records, {ids:,} distinct live contact ids "
+          f"({retracted:,} retracted), {undefined:,} in Undefined_Queue (expected {chats:,}, 0): "
+          f"{'OK' if ok else 'FAILED'}; events: {verdicts}", flush=True)
+    return ok
+
+
+async def measure_throughput(machine: Machine, base: Settings, options: Options, tag: str, ref: Code | None) -> dict:
+    """The ceiling once, then every worker run (run_order) on the same pre-loaded topic."""
+    settings = base.replace(raw_topic=f"bench-raw-{tag}", contacts_topic=f"bench-contacts-{tag}",
+                            worker_app_id=f"bench-worker-{tag}")
+    events = options.chats * options.events_per_chat
+    print(f"\n1. throughput: {options.chats:,} chats x {options.events_per_chat} events = {events:,} events",
+          flush=True)
+    await ensure_topics(settings)
+    await put_group_names(settings)
+    await preload(settings, settings.raw_topic, build_load(options.chats, options.events_per_chat, resolve=True))
+    ceiling = await run_ceiling(machine, settings, events, options.chats)
+    ceiling_rate = events / ceiling["seconds"]
+    print(f"  ceiling (plain aiokafka loop): {events:,} events in {ceiling['seconds']:.2f} s = "
+          f"{ceiling_rate:,.0f} events/s; {ceiling['contacts']:,} contacts acknowledged", flush=True)
+    runs: dict[str, list[dict]] = {}
+    order = run_order(ref, options.repeats)
+    for n, code in enumerate(order, 1):
+        print(f"  run {n}/{len(order)}: {code.label} worker", flush=True)
+        run = await time_worker(machine, settings, options, code, f"{code.slug}{n}")
+        runs.setdefault(code.slug, []).append(run)
+    return summarise_throughput(ceiling_rate, runs, ref)
+
+
+def summarise_throughput(ceiling: float, runs: dict[str, list[dict]], ref: Code | None) -> dict:
+    """Median events/s per tree (one run each: that run), and current / REF when comparing."""
+    median = {slug: statistics.median(run["rate"] for run in slug_runs) for slug, slug_runs in runs.items()}
+    figures = {"ceiling": ceiling, "worker": median["cur"], "runs": len(runs["cur"]), "ref": None,
+               "ok": all(run["ok"] for slug_runs in runs.values() for run in slug_runs),
+               "contacts": sorted({run["contacts"] for slug_runs in runs.values() for run in slug_runs})}
+    if ref:
+        figures.update(ref=median["ref"], ref_label=ref.label)
+        each = {slug: ", ".join(f"{run['rate']:,.0f}" for run in runs[slug]) for slug in ("cur", "ref")}
+        print(f"  current vs {ref.label}: median {median['cur']:,.0f} vs {median['ref']:,.0f} events/s "
+              f"(current {each['cur']}; REF {each['ref']}); current / REF = {median['cur'] / median['ref']:.3f} "
+              f"(goal >= {REF_GOAL:.0%})", flush=True)
+    return figures
+
+
+# --- 2. memory per open chat, and 3. recovery ------------------------------------------
+
+
+async def measure_state(machine: Machine, base: Settings, options: Options, tag: str,
+                        ref: Code | None) -> tuple[dict, dict | None, dict | None]:
+    """A worker filled with open chats (figure 2), then restarted (figure 3, when asked for).
+
+    REF's memory comes first when it is given (its worker is not restarted).
+    """
+    ref_memory = recovery = None
+    if ref:
+        ref_memory, ref_worker, _ = await measure_memory(machine, base, options, tag, ref)
+        await ref_worker.stop()
+    memory, worker, settings = await measure_memory(machine, base, options, tag)
+    if ref_memory:
+        print(f"  memory per open chat: current {memory['per_chat']:,.0f} B vs {ref.label} "
+              f"{ref_memory['per_chat']:,.0f} B", flush=True)
+    if "recovery" in options.figures:
+        recovery = await measure_recovery(machine, settings, worker, memory["rss_before"], options, tag)
+    else:
+        await worker.stop()
+    return memory, ref_memory, recovery
+
+
+async def measure_memory(machine: Machine, base: Settings, options: Options, tag: str,
+                         code: Code = CURRENT) -> tuple[dict, Worker, Settings]:
+    """RSS of a fresh worker before and after it holds --open-chats open chats."""
+    run = f"{code.slug}-{tag}"
+    settings = base.replace(raw_topic=f"bench-raw-open-{run}", contacts_topic=f"bench-contacts-open-{run}",
+                            worker_app_id=f"bench-open-{run}")
+    n = options.open_chats
+    print(f"\n2. memory, {code.label} worker: {n:,} open chats x 2 events (user message, assignment; "
+          "no resolution)", flush=True)
+    await ensure_topics(settings)
+    load = build_load(n, 2, resolve=False)
+    state_bytes, key_bytes = state_sizes(load, min(n, 2000)) if code is CURRENT else (None, None)
+    worker = Worker(machine, settings, f"worker-memory-{code.slug}", code).start()
+    await worker.wait_ready()
+    before = await worker.settled_rss()
+    print(f"  worker pid {worker.proc.pid} ready and idle: RSS {before / 2**20:.1f} MiB", flush=True)
+    await preload(settings, settings.raw_topic, load)
+    del load
+    totals = await worker.wait_counted(2 * n, timeout=max(600.0, n / 100), applied_only=True)
+    after = await worker.settled_rss()
+    per_chat = (after - before) / n
+    state = (f"serialised state {state_bytes:.0f} bytes (+ key {key_bytes:.0f} bytes) per chat" if state_bytes
+             else "serialised state not measured (this script imports only the current tree)")
+    print(f"  after {totals.get('applied', 0):,.0f} events applied: RSS {after / 2**20:.1f} MiB; "
+          f"{per_chat:,.0f} bytes per open chat; {state}", flush=True)
+    figures = {"per_chat": per_chat, "state_bytes": state_bytes, "key_bytes": key_bytes, "rss_before": before}
+    return figures, worker, settings
+
+
+async def measure_recovery(machine: Machine, settings: Settings, worker: Worker, rss_idle: int, options: Options,
+                           tag: str) -> dict:
+    """Restart on the same app id (tables recover) vs a fresh app id (empty changelog)."""
+    n = options.open_chats
+    print(f"\n3. recovery: restart the worker holding {n:,} open chats", flush=True)
+    code = await worker.stop()
+    print(f"  stopped pid {worker.proc.pid} with SIGTERM (exit {code})", flush=True)
+    recovering = Worker(machine, settings, "worker-recovering").start()
+    recovered_s = await recovering.wait_ready() - recovering.started_at
+    rss = await recovering.settled_rss()
+    topped = [line.split(": ", 1)[-1] for line in recovering.log.read_text(errors="replace").splitlines()
+              if "past the listed end" in line]
+    print(f"  same app id: start → ready {recovered_s:.2f} s; RSS {rss / 2**20:.1f} MiB "
+          f"({(rss - rss_idle) / n:,.0f} bytes per chat over the idle RSS above); "
+          f"tail top-up: {'; '.join(topped) or 'none'}", flush=True)
+    survived = await check_survivors(settings, min(n, RECOVERY_SAMPLE))
+    await recovering.stop()
+    empty = settings.replace(raw_topic=f"bench-raw-empty-{tag}", contacts_topic=f"bench-contacts-empty-{tag}",
+                             worker_app_id=f"bench-empty-{tag}")
+    await ensure_topics(empty)
+    fresh = Worker(machine, empty, "worker-empty").start()
+    fresh_s = await fresh.wait_ready() - fresh.started_at
+    await fresh.stop()
+    print(f"  fresh app id (empty changelog): start → ready {fresh_s:.2f} s; "
+          f"recovery costs {recovered_s - fresh_s:+.2f} s", flush=True)
+    return {"recovered": recovered_s, "fresh": fresh_s, "ok": survived}
+
+
+async def check_survivors(settings: Settings, sample: int) -> bool:
+    """Resolve the first `sample` open chats; their contacts must count the pre-restart user message."""
+    watch = TopicWatch(settings, settings.contacts_topic)
+    await watch.start()
+    try:
+        await produce(settings, settings.raw_topic, resolutions(range(sample)))
+        contacts = await watch.read_contacts(sample, timeout=120)
+    finally:
+        await watch.stop()
+    lost = contacts.without_history
+    ok = lost == 0 and len(contacts.ids) == sample
+    print(f"  state survived the restart: {sample - lost:,}/{sample:,} sampled chats resolved with their "
+          f"pre-restart messages: {'OK' if ok else 'FAILED'}", flush=True)
+    return ok
+
+
+# --- the summary rows -------------------------------------------------------------------
+
+
+def _throughput_rows(figures: dict) -> list[tuple[str, ...]]:
+    """The worker against the ceiling, against REF when compared, and the contacts check."""
+    ratio, many = figures["worker"] / figures["ceiling"], figures["runs"] > 1
+    median = f", median of {figures['runs']}" if many else ""
+    rows = [(f"throughput (events/s){median}", f"worker {figures['worker']:,.0f}",
+             f"plain loop {figures['ceiling']:,.0f}", f"{ratio:.1%}", f">= {CEILING_GOAL:.0%}",
+             met(ratio >= CEILING_GOAL))]
+    if figures["ref"]:
+        vs = figures["worker"] / figures["ref"]
+        rows.append((f"throughput vs REF{median}", f"current {figures['worker']:,.0f}",
+                     f"{figures['ref_label']} {figures['ref']:,.0f}", f"{vs:.1%}", f">= {REF_GOAL:.0%}",
+                     met(vs >= REF_GOAL)))
+    contacts = " / ".join(f"{n:,}" for n in figures["contacts"])
+    rows.append(("contacts emitted" + (", every run" if many or figures["ref"] else ""), contacts, "chats", "",
+                 "exactly = chats", met(figures["ok"])))
+    return rows
+
+
+def _memory_rows(memory: dict | None, ref_memory: dict | None, ref_label: str | None) -> list[tuple[str, ...]]:
+    if not memory:
+        return []
+    per_chat = memory["per_chat"]
+    rows = [("memory per open chat", f"{per_chat:,.0f} B", f"state {memory['state_bytes']:.0f} B",
+             f"{per_chat / memory['state_bytes']:.1f}x", f"< {MEMORY_GOAL_BYTES} B",
+             met(per_chat < MEMORY_GOAL_BYTES))]
+    if ref_memory:
+        rows.append(("memory per open chat vs REF", f"current {per_chat:,.0f} B",
+                     f"{ref_label} {ref_memory['per_chat']:,.0f} B",
+                     f"{per_chat / ref_memory['per_chat']:.2f}x" if ref_memory["per_chat"] > 0 else "",
+                     f"< {MEMORY_GOAL_BYTES} B", met(per_chat < MEMORY_GOAL_BYTES)))
+    return rows
+
+
+def _recovery_rows(recovery: dict | None, open_chats: int) -> list[tuple[str, ...]]:
+    if not recovery:
+        return []
+    return [(f"restart, {open_chats:,} chats", f"{recovery['recovered']:.2f} s", f"empty {recovery['fresh']:.2f} s",
+             f"{recovery['recovered'] - recovery['fresh']:+.2f} s", f"< {RECOVERY_GOAL_S:.0f} s",
+             met(recovery["recovered"] < RECOVERY_GOAL_S)),
+            ("state survived restart", "sampled chats", "", "", "all", met(recovery["ok"]))]

@@ -1,0 +1,53 @@
+"""Benchmark: the stream worker's events/s next to a plain aiokafka loop's, on the same pre-loaded topic.
+
+N = chats × events-per-chat raw envelopes (native Freshchat webhooks: a user message, an
+assignment to a group, bot/agent/user messages, a private note, a resolution; chats
+interleaved in event-time order) are pre-loaded into a fresh raw topic, keyed and
+enveloped exactly as the ingress does, and the group names are put on the groups topic
+first. The ceiling is a plain aiokafka loop (harness/ceiling.py): read, orjson-decode, a
+small dict per chat, one JSON contact per resolution, acks awaited; timed from the first
+record read to the last contact acknowledged. The worker (`python -m connectors.cli
+worker`) is timed from the moment its /readyz turns 200 (partitions assigned, reading
+starts) to the `emitted_at` of its last contact. Goal: worker >= 50% of the ceiling's
+events/s, exactly `chats` contacts. A contact counts once per contact_id, at its highest
+`revision` (of equal ones the later `emitted_at`) unless that record is `retracted`;
+records without the fields count as revision 1, not retracted, so a worker that revises
+contacts and one that does not are checked alike.
+
+Comparing with an earlier commit (--compare-with REF): REF is checked out into a
+temporary `git worktree add --detach` (removed on exit, error or Ctrl-C) and its worker
+runs as an extra subject: the same pre-loaded topic, settings, CPU pinning and .venv
+interpreter, its own app id, consumer group and contacts topic (REF may keep its state in
+another format), and PYTHONPATH pointing at the worktree. With --repeats N the workers run
+REF, current, REF, current, ... (N each, so neither always gets the warmer or the fuller
+broker) and the medians are compared: current / REF events/s, goal >= 90%. "Current" is
+the repository's working tree, uncommitted edits included.
+
+Run it from the repository root (a minute or two with the defaults):
+
+    .venv/bin/python bench/throughput.py [--chats 20000] [--events-per-chat 10] [--partitions 6]
+        [--compare-with REF] [--repeats N]
+
+bench/stream.py runs this with the memory and recovery figures. Exit status: 0 when the
+contacts check passed (a missed goal is reported, not a failure), 1 when it failed or a
+step timed out, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from harness import stream_figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    stream_figures.add_options(parser, "--chats", "--events-per-chat", "--partitions", "--compare-with",
+                               "--repeats")
+    options = stream_figures.options_from(parser, parser.parse_args(argv), ("throughput",))
+    return stream_figures.main("bench/throughput.py", "worker throughput", options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
