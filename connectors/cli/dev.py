@@ -23,6 +23,7 @@ from connectors.ingress.service import IngressService
 from connectors.integrations.records import new_ingress_key, new_integration
 from connectors.integrations.registry import IntegrationStore, load_integrations
 from connectors.kafka.broker import EmbeddedBroker
+from connectors.service import Service
 from connectors.simulation.poster import SimulationError, post_scenario
 from connectors.simulation.scenario import GROUPS, build_scenario
 from streams.settings import ENV_PREFIX, Settings
@@ -69,19 +70,19 @@ async def run_dev(args, settings: Settings, until_signal) -> int:
     return 0
 
 
-class _Simulation:
+class _Simulation(Service):
     """Simulated traffic posted to the demo integration, and its contacts printed as they come."""
 
     def __init__(self, settings: Settings, url: str, key: str, chats: int) -> None:
+        super().__init__()
         self.settings, self.url, self.key, self.chats = settings, url, key, chats
         self.stop_tail = asyncio.Event()
-        self.tasks: list[asyncio.Task] = []
 
-    async def start(self) -> None:
+    async def on_start(self) -> None:
         await publish_group_names(self.settings, DEMO, GROUPS)  # as the REST API would list them
         tail_args = argparse.Namespace(integration=DEMO, queue=None, from_beginning=True, max=None)
-        self.tasks = [asyncio.create_task(tail.run(tail_args, self.settings, _print_contact, self.stop_tail)),
-                      asyncio.create_task(self._post())]
+        self.add_future(tail.run(tail_args, self.settings, _print_contact, self.stop_tail))
+        self.add_future(self._post())
 
     async def _post(self) -> None:
         scenario = build_scenario(DEMO, self.chats, seed=1)
@@ -93,11 +94,8 @@ class _Simulation:
         print(f"simulation posted {summary['deliveries']} deliveries; "
               f"{len(scenario.expected)} contacts expected", file=sys.stderr, flush=True)
 
-    async def stop(self) -> None:
+    async def on_stop(self) -> None:
         self.stop_tail.set()
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 async def _start_simulation(settings: Settings, url: str, key: str, chats: int) -> _Simulation:

@@ -48,7 +48,7 @@ def assemble(settings: Settings, partitions: int, web_port: int | None = None):
 
     web_port = settings.worker_web_port if web_port is None else web_port
     health = WorkerHealth(settings, instance_name(settings, "worker", web_port),
-                          lambda: feed.registry.all() if feed.registry else [])
+                          lambda: feed.registry.all())
     names = GroupNames(lambda integration: feed.request_refresh(integration))
     feed = GroupFeed(settings, names, on_status=health.api.report)
     lag = LagMonitor(settings, settings.worker_app_id, settings.raw_topic)

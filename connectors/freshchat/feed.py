@@ -17,6 +17,7 @@ from connectors.freshchat.poller import GroupPoller
 from connectors.integrations.records import load_cipher
 from connectors.kafka.clients import make_producer
 from connectors.integrations.registry import IntegrationRegistry
+from connectors.service import Service
 from streams.domain.group_names import GroupNames
 from streams.settings import Settings
 
@@ -25,41 +26,34 @@ __all__ = ["GroupFeed", "publish_group_names"]
 logger = logging.getLogger(__name__)
 
 
-class GroupFeed:
+class GroupFeed(Service):
     """The worker's sources of group names: the groups topic and Freshchat's /v2/groups."""
 
     def __init__(self, settings: Settings, names: GroupNames, on_status=None) -> None:
+        super().__init__()
         self.settings, self.names, self._on_status = settings, names, on_status
+        self.registry = self.add_dependency(IntegrationRegistry(settings))
+        self.add_dependency(TopicFollower(settings, settings.groups_topic, self._apply))
         self.poller: GroupPoller | None = None
-        self.registry: IntegrationRegistry | None = None
-        self._parts: list = []
-        self._closers: list = []
+        self._producer = None
 
     def request_refresh(self, integration: str) -> None:
         """An unknown group id was seen: ask the poller to list that integration's groups soon."""
-        if self.poller is not None:
-            self.poller.request_refresh(integration)
+        poller = self.poller  # read once: another thread may be stopping the feed
+        if poller is not None:
+            poller.request_refresh(integration)
 
-    async def start(self) -> None:
-        settings = self.settings
-        self._producer = make_producer(settings)
-        await self._producer.start()
-        self._http = httpx.AsyncClient(timeout=10.0)
-        self._closers = [self._http.aclose, self._producer.stop]
-        self.registry = registry = IntegrationRegistry(settings)
-        self.poller = GroupPoller(settings, registry, self._send, self._http, load_cipher(settings),
-                                  on_status=self._on_status)
-        follower = TopicFollower(settings, settings.groups_topic, self._apply)
-        for part in (registry, follower):
-            await part.start()
-        self.poller.start()
-        self._parts = [follower, registry, self.poller]
+    async def on_start(self) -> None:
+        """Clients are made here, in the running loop, and closed after the parts that use them stop."""
+        self._producer = await self.add_async_context(make_producer(self.settings))
+        http = await self.add_async_context(httpx.AsyncClient(timeout=10.0))
+        self.poller = self.add_dependency(GroupPoller(self.settings, self.registry, self._send, http,
+                                                      load_cipher(self.settings), on_status=self._on_status))
 
-    async def stop(self) -> None:
-        for part in self._parts:
-            await part.stop()
-        for close in self._closers:
-            await close()
+    async def on_shutdown(self) -> None:
+        if self.poller is not None:  # it holds this run's HTTP client: a restart makes both anew
+            await self.remove_dependency(self.poller)
+            self.poller = None
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         self.names.apply(key, value)

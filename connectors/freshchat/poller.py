@@ -20,6 +20,7 @@ from cryptography.fernet import Fernet
 
 from connectors.freshchat.client import FreshchatAuthError, FreshchatClient, FreshchatError
 from connectors.integrations.records import Integration, IntegrationError, decrypt_api_key
+from connectors.service import Service
 from streams.domain.group_names import group_record
 from streams.domain.keys import group_key
 from streams.settings import Settings
@@ -70,7 +71,7 @@ class RefreshSchedule:
         return min((self.due_at(i) for i in self._requested if i not in busy), default=math.inf)
 
 
-class GroupPoller:
+class GroupPoller(Service):
     """Keeps every enabled integration's group names on the groups topic, polling Freshchat."""
 
     def __init__(self, settings: Settings, registry: Integrations, send: Send, http: httpx.AsyncClient,
@@ -78,6 +79,7 @@ class GroupPoller:
                  sleep: Callable[[float], Awaitable] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic,
                  on_status: Callable[[str, dict], None] | None = None) -> None:
+        super().__init__()
         self.settings, self._registry, self._send = settings, registry, send
         self._http, self._cipher, self._sleep, self._clock = http, cipher, sleep, clock
         self.interval = settings.group_poll_seconds if interval is None else interval
@@ -85,10 +87,9 @@ class GroupPoller:
         self.status: dict[str, dict] = {}
         self._on_status = on_status  # told every poll's outcome (the worker publishes it as integration health)
         self._written: dict[bytes, str] = {}  # groups-topic key → last name on the topic
-        self._inflight: dict[str, asyncio.Task] = {}
+        self._inflight: dict[str, asyncio.Future] = {}
         self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task | None = None
+        self._home: asyncio.AbstractEventLoop | None = None  # the loop refresh requests are handed to
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         """Learn a groups-topic record (e.g. from a TopicFollower), so known names are not rewritten."""
@@ -109,7 +110,7 @@ class GroupPoller:
 
     def request_refresh(self, integration_id: str) -> None:
         """Ask for a poll of one integration soon (e.g. an unknown group id); never blocks, any thread."""
-        loop = self._loop
+        loop = self._home
         if loop is None or _running_loop() is loop:
             self._request(integration_id)
             return
@@ -124,7 +125,7 @@ class GroupPoller:
         An integration never polled yet (added since, or not loaded when the poller
         started) is polled within NEW_INTEGRATION_CHECK seconds, not at the next full round.
         """
-        self._loop = asyncio.get_running_loop()
+        self._home = asyncio.get_running_loop()
         next_full = self._clock()
         try:
             while True:
@@ -141,19 +142,10 @@ class GroupPoller:
             for task in list(self._inflight.values()):
                 task.cancel()
 
-    def start(self) -> asyncio.Task:
-        """Run the poller as a background task of the running loop."""
-        self._loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(self.run(), name="group-poller")
-        return self._task
-
-    async def stop(self) -> None:
-        """Cancel the loop and any poll in flight, and wait for them to end."""
-        tasks = [t for t in (self._task, *self._inflight.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._task = None
+    async def on_start(self) -> None:
+        """Refreshes asked for from another thread right after start reach this loop."""
+        self._home = asyncio.get_running_loop()
+        self.add_future(self.run())
 
     def _request(self, integration_id: str) -> None:
         self.schedule.request(integration_id, self._clock())
@@ -187,7 +179,7 @@ class GroupPoller:
         """Poll each in its own task, so a slow or rate-limited account holds up no other."""
         for integration in integrations:
             if integration.id not in self._inflight:
-                task = asyncio.create_task(self._poll(integration), name=f"groups-{integration.id}")
+                task = self.add_future(self._poll(integration))  # so stop() cancels and awaits it too
                 self._inflight[integration.id] = task
                 task.add_done_callback(lambda _, key=integration.id: self._landed(key))
 

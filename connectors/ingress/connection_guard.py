@@ -16,6 +16,8 @@ import asyncio
 import logging
 import time
 
+from connectors.service import Service
+
 __all__ = ["ConnectionGuard"]
 
 logger = logging.getLogger(__name__)
@@ -28,15 +30,15 @@ class _Connection:
         self.since, self.busy = since, 0
 
 
-class ConnectionGuard:
+class ConnectionGuard(Service):
     """Counts live connections, refuses those over the limit, closes idle ones."""
 
     def __init__(self, max_connections: int, idle_timeout: float, clock=time.monotonic) -> None:
+        super().__init__()
         self.max_connections, self.idle_timeout, self._clock = max_connections, idle_timeout, clock
         self.live: dict[asyncio.BaseTransport, _Connection] = {}
         self.refused = 0
         self.closed_idle = 0
-        self._task: asyncio.Task | None = None
         self._warned_at = -1e9
 
     def protocol(self, inner: asyncio.Protocol) -> asyncio.Protocol:
@@ -64,15 +66,8 @@ class ConnectionGuard:
         self.closed_idle += len(idle)
         return len(idle)
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="connection-guard")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
+    @Service.task
+    async def _sweeping(self) -> None:
         while True:
             await asyncio.sleep(min(1.0, self.idle_timeout / 2))
             self.sweep()

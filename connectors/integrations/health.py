@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from connectors.integrations.records import Integration
 from connectors.kafka.clients import make_producer
 from connectors.kafka.follower import TopicFollower, read_once
+from connectors.service import Service
 from streams.domain.integration_health import STATUSES, ApiHealth, HealthView, assess
 from streams.settings import Settings
 
@@ -39,23 +40,16 @@ def instance_name(settings: Settings, role: str, port: int) -> str:
     return settings.instance_id or f"{socket.gethostname()}:{role}:{port}"
 
 
-class HealthPublisher:
+class HealthPublisher(Service):
     """Flushes the records of its sources to the health topic every publish interval."""
 
     def __init__(self, settings: Settings, producer, sources: list[Source]) -> None:
+        super().__init__()
         self.settings, self._producer, self._sources = settings, producer, sources
         self._unsent: dict[bytes, bytes] = {}
-        self._task: asyncio.Task | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="health-publisher")
-
-    async def stop(self) -> None:
-        """Stop the loop and write what is left, briefly: shutdown must not hang on a dead broker."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+    async def on_shutdown(self) -> None:
+        """Write what is left once the loop has ended, briefly: shutdown must not hang on a dead broker."""
         try:
             await asyncio.wait_for(self.flush(), self.settings.produce_timeout)
         except asyncio.TimeoutError:
@@ -78,7 +72,8 @@ class HealthPublisher:
             return 0
         return len(batch)
 
-    async def _run(self) -> None:
+    @Service.task
+    async def _publish(self) -> None:
         while True:
             await asyncio.sleep(self.settings.health_publish_seconds)
             await self.flush()
@@ -91,28 +86,26 @@ async def load_health(settings: Settings, timeout: float = 15.0) -> HealthView:
     return view
 
 
-class WorkerHealth:
+class WorkerHealth(Service):
     """Publishes the group poller's view of Freshchat's API and folds the health topic in."""
 
     def __init__(self, settings: Settings, instance: str, integrations: Callable[[], list[Integration]]) -> None:
+        super().__init__()
         self.settings, self._integrations = settings, integrations
         self.api = ApiHealth(instance)
         self.view = HealthView()
-        self._producer = self._publisher = self._follower = None
+        self.add_dependency(TopicFollower(settings, settings.health_topic, self.view.apply))
+        self._publisher: HealthPublisher | None = None
 
-    async def start(self) -> None:
-        self._producer = make_producer(self.settings)
-        await self._producer.start()
-        self._publisher = HealthPublisher(self.settings, self._producer, [self.api.take_records])
-        self._follower = TopicFollower(self.settings, self.settings.health_topic, self.view.apply)
-        await self._follower.start()
-        self._publisher.start()
+    async def on_start(self) -> None:
+        """The producer is made here, in the running loop, and closed after the publisher's last flush."""
+        producer = await self.add_async_context(make_producer(self.settings))
+        self._publisher = self.add_dependency(HealthPublisher(self.settings, producer, [self.api.take_records]))
 
-    async def stop(self) -> None:
-        if self._publisher is not None:
-            await self._publisher.stop()
-            await self._follower.stop()
-            await self._producer.stop()
+    async def on_shutdown(self) -> None:
+        if self._publisher is not None:  # it holds this run's producer: a restart makes both anew
+            await self.remove_dependency(self._publisher)
+            self._publisher = None
 
     def status_samples(self):
         """`freshstream_integration_status`: 1 for each integration's current status, 0 for the others."""

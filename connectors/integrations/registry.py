@@ -11,6 +11,7 @@ import logging
 from connectors.kafka.follower import TopicFollower, read_once
 from connectors.integrations.records import Integration
 from connectors.kafka.clients import make_producer
+from connectors.service import Service
 from streams.settings import Settings
 
 __all__ = ["IntegrationRegistry", "IntegrationStore", "load_integrations"]
@@ -18,13 +19,13 @@ __all__ = ["IntegrationRegistry", "IntegrationStore", "load_integrations"]
 logger = logging.getLogger(__name__)
 
 
-class IntegrationRegistry:
+class IntegrationRegistry(Service):
     """Integrations by id, kept current by a background follower of their topic."""
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__()
         self._by_id: dict[str, Integration] = {}
-        self._follower = TopicFollower(settings, settings.integrations_topic, self.apply)
-        self.loaded = self._follower.loaded
+        self.loaded = self.add_dependency(TopicFollower(settings, settings.integrations_topic, self.apply)).loaded
 
     def get(self, integration_id: str) -> Integration | None:
         return self._by_id.get(integration_id)
@@ -45,12 +46,6 @@ class IntegrationRegistry:
             logger.warning("skipped an unreadable integration record for %r", key)
             return
         self._by_id[integration.id] = integration
-
-    async def start(self) -> None:
-        await self._follower.start()
-
-    async def stop(self) -> None:
-        await self._follower.stop()
 
 
 class IntegrationStore:

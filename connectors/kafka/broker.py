@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError
 
 from connectors.kafka.clients import make_consumer, make_producer
 from connectors.kafka.topics import ensure_topics, wait_for_broker
+from connectors.service import Service
 from streams.settings import Settings
 
 __all__ = ["BrokerError", "EmbeddedBroker", "broker_binary", "free_port"]
@@ -67,18 +68,19 @@ def _die_with_parent() -> None:
         pass
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(Service):
     """A Tansu child process plus the mirror that keeps integrations across restarts."""
 
-    def __init__(self, settings: Settings, port: int | None = None) -> None:
+    def __init__(self, settings: Settings, port: int | None = None, start_timeout: float = 20.0) -> None:
+        super().__init__()
         self.port = port or settings.broker_port
         self.settings = settings.replace(kafka_bootstrap=f"127.0.0.1:{self.port}")
         self.mirror_path = Path(settings.data_dir) / "integrations.jsonl"
         self.log_path = Path(settings.data_dir) / "broker.log"
+        self.start_timeout = start_timeout
         self.process: subprocess.Popen | None = None
-        self._mirror: asyncio.Task | None = None
 
-    async def start(self, timeout: float = 20.0) -> None:
+    async def on_start(self) -> None:
         _check_port(self.port)
         url = f"tcp://127.0.0.1:{self.port}"
         binary = broker_binary()
@@ -89,12 +91,11 @@ class EmbeddedBroker:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent,
                 start_new_session=True)  # Ctrl-C reaches freshstream, which stops it in order
         try:
-            await wait_for_broker(self.settings, timeout)
+            await wait_for_broker(self.settings, self.start_timeout)
         except TimeoutError:
-            raise BrokerError(self._failure_text(timeout)) from None
+            raise BrokerError(self._failure_text(self.start_timeout)) from None
         await ensure_topics(self.settings)
         await self._restore()
-        self._mirror = asyncio.create_task(self._follow(), name="integrations-mirror")
         logger.info("embedded broker ready on 127.0.0.1:%d (pid %d)", self.port, self.process.pid)
 
     def _failure_text(self, timeout: float) -> str:
@@ -106,10 +107,8 @@ class EmbeddedBroker:
         return (f"the embedded broker exited with code {code}: {err[-1] if err else 'no message'} "
                 f"(log: {self.log_path})")
 
-    async def stop(self) -> None:
-        if self._mirror:
-            self._mirror.cancel()
-            await asyncio.gather(self._mirror, return_exceptions=True)
+    async def on_shutdown(self) -> None:
+        """After the mirror has stopped, so it does not see its broker go away."""
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -137,7 +136,9 @@ class EmbeddedBroker:
             await producer.stop()
         self.mirror_path.write_text("".join(f"{k}\t{v}\n" for k, v in latest.items()))
 
-    async def _follow(self) -> None:
+    @Service.task
+    async def _mirror(self) -> None:
+        """Runs once the topics are restored (mode starts tasks after on_start); a broker error ends it."""
         consumer = make_consumer(self.settings, fetch_max_wait_ms=200)
         await consumer.start()
         tp = TopicPartition(self.settings.integrations_topic, 0)

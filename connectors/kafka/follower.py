@@ -15,6 +15,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from connectors.kafka.clients import make_consumer
+from connectors.service import Service
 from streams.settings import Settings
 
 __all__ = ["TopicFollower", "read_once"]
@@ -22,22 +23,22 @@ __all__ = ["TopicFollower", "read_once"]
 logger = logging.getLogger(__name__)
 
 
-class TopicFollower:
-    """Calls `apply(key, value)` for every record of a topic, from the beginning, forever."""
+class TopicFollower(Service):
+    """Calls `apply(key, value)` for every record of a topic, from the beginning, forever.
+
+    Broker errors are retried here; anything else (an `apply` that raises) crashes the
+    service, which mode logs with its traceback.
+    """
 
     def __init__(self, settings: Settings, topic: str, apply: Callable[[bytes | None, bytes | None], None]):
+        super().__init__()
         self._settings, self.topic, self._apply = settings, topic, apply
         self.loaded = asyncio.Event()
-        self._task: asyncio.Task | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._follow(), name=f"follow-{self.topic}")
+    def _repr_name(self) -> str:  # mode's log lines name the service: say which topic crashed
+        return f"TopicFollower: {self.topic}"
 
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
+    @Service.task
     async def _follow(self) -> None:
         while True:
             consumer = make_consumer(self._settings, fetch_max_wait_ms=200)

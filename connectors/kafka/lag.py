@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 
 from connectors.kafka.clients import client_options, make_consumer
 from connectors.kafka.topics import true_ends
+from connectors.service import Service
 from streams.settings import Settings
 
 __all__ = ["PartitionLag", "measure_lag", "group_summary", "LagMonitor"]
@@ -124,14 +125,14 @@ def group_summary(rows: list[PartitionLag]) -> dict[str, dict]:
     return summary
 
 
-class LagMonitor:
+class LagMonitor(Service):
     """Latest lag rows of one group on one topic, and a stall verdict."""
 
     def __init__(self, settings: Settings, group: str, topic: str, clock=time.monotonic) -> None:
+        super().__init__()
         self.settings, self.group, self.topic, self.clock = settings, group, topic, clock
         self.rows: list[PartitionLag] = []
         self._progress: dict[int, tuple[int | None, float]] = {}  # partition → (committed, when it moved)
-        self._task: asyncio.Task | None = None
 
     def observe(self, rows: list[PartitionLag]) -> None:
         """Record a measurement; a partition makes progress when caught up or its offset moves."""
@@ -156,18 +157,12 @@ class LagMonitor:
                 yield {"topic": row.topic, "partition": str(row.partition)}, getattr(row, field)
         return samples
 
-    async def run(self) -> None:
+    @Service.task
+    async def _measure(self) -> None:
+        """A failed measurement is only a warning: the rows kept still judge stalls, the next one may succeed."""
         while True:
             try:
                 self.observe(await measure_lag(self.settings, [self.group], topics=[self.topic]))
             except (KafkaError, OSError, TimeoutError) as exc:
                 logger.warning("lag measurement failed: %s", exc)
             await asyncio.sleep(self.settings.lag_check_seconds)
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="lag-monitor")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)

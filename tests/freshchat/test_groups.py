@@ -169,7 +169,7 @@ def test_request_refresh_finds_a_new_group_without_waiting_for_the_interval(loop
     fake_freshchat.add_group("g-1", "Sales")
     poller = harness.poller(Registry(integration(settings, "acme", fake_freshchat)), interval=3600,
                             min_refresh_interval=0.05)
-    loop_thread.run(_start(poller))
+    loop_thread.run(poller.start())
     wait_until(lambda: poller.status.get("acme", {}).get("ok"), what="the first poll")
     fake_freshchat.add_group("g-new", "Escalations")
     poller.request_refresh("acme")  # from the test thread, as a worker in another thread could
@@ -182,7 +182,7 @@ def test_refreshes_are_rate_limited_per_integration(loop_thread, settings, harne
     fake_freshchat.add_group("g-1", "Sales")
     poller = harness.poller(Registry(integration(settings, "acme", fake_freshchat)), interval=3600,
                             min_refresh_interval=1.0)
-    loop_thread.run(_start(poller))
+    loop_thread.run(poller.start())
     wait_until(lambda: fake_freshchat.polls(), what="the first poll")
     for _ in range(5):
         poller.request_refresh("acme")
@@ -200,7 +200,7 @@ def test_a_wrong_key_is_reported_per_integration_and_others_are_still_polled(loo
     lines = LogLines()
     logging.getLogger("connectors.freshchat.poller").addHandler(lines)
     try:
-        loop_thread.run(_start(poller))
+        loop_thread.run(poller.start())
         wait_until(lambda: {"acme", "bad"} <= set(poller.status), what="both integrations polled")
         loop_thread.run(poller.poll_once("bad"))
         loop_thread.run(poller.poll_once("bad"))
@@ -237,15 +237,10 @@ def test_an_integration_added_after_start_is_polled_without_waiting_for_the_inte
     registry = Registry()  # as at a worker's start, before the integrations topic is loaded
     reported = []
     poller = harness.poller(registry, interval=3600, on_status=lambda i, status: reported.append((i, status["ok"])))
-    loop_thread.run(_start(poller))
-    wait_until(lambda: poller._task is not None and poller._loop is not None, what="the poller running")
+    loop_thread.run(poller.start())
     registry.integrations.append(integration(settings, "acme", fake_freshchat))
     wait_until(lambda: poller.status.get("acme", {}).get("ok"), timeout=10, what="the new integration polled")
     assert reported == [("acme", True)] and len(fake_freshchat.polls()) == 1
-
-
-async def _start(poller: GroupPoller) -> None:
-    poller.start()
 
 
 # The refresh schedule is pure: its rules are checked here with explicit times.
