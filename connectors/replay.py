@@ -21,7 +21,7 @@ from aiokafka import TopicPartition
 
 from connectors.kafka.follower import TopicFollower
 from connectors.kafka.clients import make_consumer, make_producer
-from connectors.kafka.topics import ensure_topic, true_ends
+from connectors.kafka.topics import ensure_topic, missing_topic, partition_count, true_ends
 from streams.domain.contact import build_retraction, final_revisions, revision_plan
 from streams.domain.group_names import GroupNames
 from streams.domain.keys import contact_key
@@ -76,6 +76,7 @@ async def replay(settings: Settings, window: ReplayWindow, target: str, dry_run:
 
 
 async def _group_names(settings: Settings) -> GroupNames:
+    await partition_count(settings, settings.groups_topic)  # a missing topic would never be "loaded"
     names = GroupNames()
     follower = TopicFollower(settings, settings.groups_topic, names.apply)
     await follower.start()
@@ -98,6 +99,8 @@ async def _rebuild(settings: Settings, window: ReplayWindow, names: GroupNames, 
     await consumer.start()
     try:
         partitions = await _partitions(consumer, settings.raw_topic)
+        if not partitions:
+            raise missing_topic(settings, settings.raw_topic)
         processor = ContactProcessor(
             chats={}, pending={}, names=names, emit=emit, metrics=WorkerMetrics(),
             expiry_ms=settings.chat_expiry_seconds * 1000, group_wait_ms=0,

@@ -8,13 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-__all__ = ["Settings", "SettingsError", "ENV_PREFIX"]
+from streams.errors import SettingsError
+
+__all__ = ["Settings", "ENV_PREFIX", "data_dir_error", "open_log"]
 
 ENV_PREFIX = "FRESHSTREAM_"
-
-
-class SettingsError(ValueError):
-    """A FRESHSTREAM_* variable holds a value that cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -112,3 +110,20 @@ def _coerce(f: dataclasses.Field, raw: str):
         raise SettingsError(
             f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {f.type}"
         ) from None
+
+
+def data_dir_error(path: Path, exc: OSError) -> SettingsError:
+    """Every file freshstream keeps lives under the data dir, so a file that cannot be
+    written or read there is fixed by pointing FRESHSTREAM_DATA_DIR elsewhere."""
+    return SettingsError(f"cannot use {path} ({exc.strerror or exc}): set {ENV_PREFIX}DATA_DIR "
+                         "to a directory this user can write")
+
+
+def open_log(path: Path):
+    """A child process's log under the data dir, for appending: the first file a run writes
+    there, so an unusable data dir is reported here, by name, rather than as a bare OSError."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "ab")
+    except OSError as exc:
+        raise data_dir_error(path, exc) from None

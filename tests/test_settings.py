@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import Settings, SettingsError
+from streams.errors import SettingsError
+from streams.settings import Settings
 
 
 def test_defaults_use_the_embedded_broker():

@@ -23,10 +23,12 @@ from connectors.ingress.service import IngressService
 from connectors.integrations.records import new_ingress_key, new_integration
 from connectors.integrations.registry import IntegrationStore, load_integrations
 from connectors.kafka.broker import EmbeddedBroker
+from connectors.kafka.topics import wait_for_broker
 from connectors.service import Service
-from connectors.simulation.poster import SimulationError, post_scenario
+from connectors.simulation.poster import post_scenario
 from connectors.simulation.scenario import GROUPS, build_scenario
-from streams.settings import ENV_PREFIX, Settings
+from streams.errors import SimulationError
+from streams.settings import ENV_PREFIX, Settings, open_log
 
 __all__ = ["run_dev", "DEMO", "demo_curl", "ChildProcess", "child_environment"]
 
@@ -51,6 +53,8 @@ async def run_dev(args, settings: Settings, until_signal) -> int:
             broker = EmbeddedBroker(settings)
             await broker.start()
             started.append(broker)
+        else:
+            await wait_for_broker(settings, timeout=10)  # before a worker is started against nothing
         worker = ChildProcess(settings, ["worker"], Path(settings.data_dir) / "worker.log")
         await worker.start()
         started.append(worker)
@@ -170,8 +174,7 @@ class ChildProcess:
         self.process: subprocess.Popen | None = None
 
     async def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
+        with open_log(self.log_path) as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "connectors.cli", *self.args], env=child_environment(self.settings),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)

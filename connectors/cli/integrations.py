@@ -9,10 +9,11 @@ import orjson
 
 from connectors.integrations.health import load_health
 from streams.domain.integration_health import assess
-from connectors.integrations.records import IntegrationError, load_cipher, new_ingress_key, new_integration
+from connectors.integrations.records import load_cipher, new_ingress_key, new_integration
 from connectors.kafka.topics import ensure_topics, wait_for_broker
 from connectors.integrations.registry import IntegrationStore, load_integrations
 from connectors.ingress.signature import PublicKeyError, load_public_key
+from streams.errors import IntegrationError, UsageError
 from streams.settings import Settings
 
 __all__ = ["add_parser", "run"]
@@ -46,11 +47,9 @@ def add_parser(sub) -> None:
 
 async def run(args, settings: Settings, out) -> int:
     """Carry out one `integrations` sub-verb, writing its result to out."""
-    try:
-        await wait_for_broker(settings, timeout=5)
-    except TimeoutError:
-        raise IntegrationError(f"no Kafka broker answered at {settings.bootstrap}: start one with "
-                               "'freshstream dev' or 'freshstream broker', or set FRESHSTREAM_KAFKA_BOOTSTRAP")
+    if args.verb == "add":  # a bad file argument is reported at once, before any wait for the broker
+        secrets = _read_api_key(args), _read_public_key(args.webhook_public_key_file)
+    await wait_for_broker(settings, timeout=5)
     await ensure_topics(settings)
     registry = await load_integrations(settings)
     if args.verb == "list":
@@ -58,7 +57,7 @@ async def run(args, settings: Settings, out) -> int:
         out(orjson.dumps(views).decode() if args.json else _table(views))
         return 0
     if args.verb == "add":
-        return await _add(args, settings, registry, out)
+        return await _add(args, settings, registry, out, *secrets)
     if args.verb == "status":
         return await _status(args, settings, registry, out)
     integration = registry.get(args.name)
@@ -79,13 +78,11 @@ async def run(args, settings: Settings, out) -> int:
     return 0
 
 
-async def _add(args, settings: Settings, registry, out) -> int:
+async def _add(args, settings: Settings, registry, out, api_key: str | None, pem: str | None) -> int:
     if registry.get(args.name) is not None:
         raise IntegrationError(f"an integration named {args.name!r} exists already; "
                                "use 'rotate-key' for a new key or pick another name")
-    api_key = _read_api_key(args)
     api_key_enc = load_cipher(settings).encrypt(api_key.encode()).decode() if api_key else None
-    pem = _read_public_key(args.webhook_public_key_file)
     key = new_ingress_key()
     integration = new_integration(args.name, args.domain, key, api_key_enc=api_key_enc, webhook_public_key=pem)
     await _put(settings, integration)
@@ -145,28 +142,31 @@ def _read_api_key(args) -> str | None:
     if args.freshchat_api_key_env:
         value = os.environ.get(args.freshchat_api_key_env, "").strip()
         if not value:
-            raise IntegrationError(f"--freshchat-api-key-env {args.freshchat_api_key_env}: that variable is unset or empty")
+            raise UsageError(f"--freshchat-api-key-env {args.freshchat_api_key_env}: that variable is unset or empty")
         return value
     if args.freshchat_api_key_file:
-        try:
-            return Path(args.freshchat_api_key_file).read_text().strip() or None
-        except OSError as exc:
-            raise IntegrationError(f"--freshchat-api-key-file: cannot read it ({exc.strerror})") from None
+        return _read_text(args.freshchat_api_key_file, "--freshchat-api-key-file").strip() or None
     return None
 
 
 def _read_public_key(path: str | None) -> str | None:
     if not path:
         return None
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise IntegrationError(f"--webhook-public-key-file: cannot read it ({exc.strerror})") from None
+    text = _read_text(path, "--webhook-public-key-file")
     try:
         load_public_key(text)
     except PublicKeyError as exc:
-        raise IntegrationError(f"--webhook-public-key-file: {exc}") from None
+        raise UsageError(f"--webhook-public-key-file {path}: {exc}") from None
     return text.strip()
+
+
+def _read_text(path: str, flag: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{flag} {path}: not a text file") from None
 
 
 async def _put(settings: Settings, integration) -> None:

@@ -9,11 +9,11 @@ import signal
 import sys
 
 from connectors.cli import integrations, lag, replay, simulate, tail, worker
-from connectors.kafka.broker import BrokerError, EmbeddedBroker
-from connectors.integrations.records import IntegrationError
-from connectors.simulation.poster import SimulationError
+from connectors.kafka.broker import EmbeddedBroker
+from connectors.kafka.clients import broker_errors
 from connectors.kafka.topics import wait_for_broker
-from streams.settings import Settings, SettingsError
+from streams.errors import FreshstreamError, SettingsError
+from streams.settings import ENV_PREFIX, Settings
 
 __all__ = ["main", "build_parser"]
 
@@ -45,7 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script."""
+    """Entry point of the console script: the one place an error becomes what the user reads.
+
+    Below here errors are raised, never printed, so every failure of every verb ends the
+    same way: one `freshstream: error: …` line and exit 1. A FreshstreamError's message is
+    complete; anything else is a bug or a failure nobody translated yet, shown in one line
+    too, with its traceback kept for FRESHSTREAM_LOG_LEVEL=debug.
+    """
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -53,18 +59,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "worker":
             return worker.run_worker(settings, args.web_port)
         return asyncio.run(_dispatch(args, settings))
-    except (BrokerError, IntegrationError, SettingsError, SimulationError, TimeoutError) as exc:
-        print(f"freshstream: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except FreshstreamError as exc:
+        logger.debug("the traceback of the error below", exc_info=exc)
+        return _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - the last resort: no traceback on a terminal
+        logger.debug("the traceback of the error below", exc_info=exc)
+        detail = f": {exc}" if str(exc) else ""
+        return _fail(f"unexpected {type(exc).__name__}{detail} (run with {ENV_PREFIX}LOG_LEVEL=debug "
+                     "for the traceback)")
+
+
+def _fail(message: str) -> int:
+    print(f"freshstream: error: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever it quotes
+    return 1
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    level = max(logging.getLevelName(settings.log_level.upper()),
-                logging.getLevelName(settings.library_log_level.upper()))
+    own = _level(settings.log_level, "LOG_LEVEL")
+    logging.basicConfig(level=own, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = max(own, _level(settings.library_log_level, "LIBRARY_LOG_LEVEL"))
     for library in ("aiokafka", "faust", "mode", "httpx", "httpcore"):
         logging.getLogger(library).setLevel(level)
     logging.getLogger("aiohttp.server").addFilter(_malformed_request_filter)
@@ -80,9 +95,22 @@ def _malformed_request_filter(record: logging.LogRecord) -> bool:
     return not isinstance(exc, HttpProcessingError)
 
 
+def _level(name: str, variable: str) -> int:
+    """logging would reject an unknown name with a bare ValueError, or a number with a TypeError."""
+    level = logging.getLevelNamesMapping().get(name.upper())
+    if level is None:
+        raise SettingsError(f"{ENV_PREFIX}{variable}={name!r}: use one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return level
+
+
 async def _dispatch(args, settings: Settings) -> int:
-    if args.command == "simulate":
+    if args.command == "simulate":  # HTTP only: a Kafka error cannot arise, a timeout is not the broker's
         return await simulate.run(args, settings, print)
+    with broker_errors(settings):
+        return await _dispatch_kafka(args, settings)
+
+
+async def _dispatch_kafka(args, settings: Settings) -> int:
     if args.command == "replay":
         return await replay.run(args, settings, print)
     if args.command == "lag":
@@ -95,18 +123,10 @@ async def _dispatch(args, settings: Settings) -> int:
         return await _serve([EmbeddedBroker(settings, args.port)], "broker")
     if args.command == "ingress":
         from connectors.ingress.service import IngressService
-        await _require_broker(settings)
+        await wait_for_broker(settings, timeout=10)
         return await _serve([IngressService(settings, args.host, args.port)], "ingress")
     from connectors.cli.dev import run_dev
     return await run_dev(args, settings, _until_signal)
-
-
-async def _require_broker(settings: Settings) -> None:
-    try:
-        await wait_for_broker(settings, timeout=10)
-    except TimeoutError:
-        raise BrokerError(f"no Kafka broker answered at {settings.bootstrap}: start one with "
-                          "'freshstream broker', or set FRESHSTREAM_KAFKA_BOOTSTRAP") from None
 
 
 async def _serve(services: list, name: str) -> int:

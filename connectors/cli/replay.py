@@ -7,10 +7,10 @@ import time
 
 import orjson
 
-from connectors.integrations.records import IntegrationError
 from connectors.kafka.topics import wait_for_broker
 from connectors.replay import ReplayWindow, replay
 from streams.domain.times import parse_time
+from streams.errors import UsageError
 from streams.settings import Settings
 
 __all__ = ["add_parser", "run"]
@@ -36,7 +36,7 @@ async def run(args, settings: Settings, out) -> int:
                           until=_time(args.until, "--until") if args.until else int(time.time() * 1000),
                           integration=args.integration, lookback_ms=int(settings.replay_lookback_seconds * 1000))
     if window.until <= window.since:
-        raise IntegrationError("--until must be after --since")
+        raise UsageError("--until must be after --since")
     await wait_for_broker(settings, timeout=10)
     report = await replay(settings, window, args.to or settings.contacts_topic, args.dry_run,
                           _progress if sys.stderr.isatty() else None)
@@ -56,7 +56,7 @@ async def run(args, settings: Settings, out) -> int:
 def _time(text: str, option: str) -> int:
     value = parse_time(text)
     if value is None:
-        raise IntegrationError(f"{option} {text!r} is not a time such as 2024-05-06T00:00:00Z")
+        raise UsageError(f"{option} {text!r} is not a time such as 2024-05-06T00:00:00Z")
     return value
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 
-from connectors.simulation.poster import SimulationError, post_scenario
+from connectors.simulation.poster import post_scenario
 from connectors.simulation.scenario import build_scenario
+from streams.errors import UsageError
 from streams.settings import Settings
 
 __all__ = ["add_parser", "run"]
@@ -37,11 +39,11 @@ def add_parser(sub) -> None:
 
 async def run(args, settings: Settings, out) -> int:
     """Build the scenario, write its expectation, post it, and report one summary line."""
+    url = _ingress_url(args.url or f"http://{settings.ingress_host}:{settings.ingress_port}")
     # getattr: callers that build the namespace themselves may leave the newer flag out
     scenario = build_scenario(args.integration, args.chats, args.seed, disorder=getattr(args, "disorder", False))
     if args.expect:
         _write_expected(Path(args.expect), scenario.expected)
-    url = args.url or f"http://{settings.ingress_host}:{settings.ingress_port}"
     summary = await post_scenario(url, args.integration, args.key, scenario,
                                   rate=args.rate, concurrency=args.concurrency)
     out(f"simulate: posted {summary['deliveries']} deliveries of {args.chats} chats to {summary['url']}: "
@@ -51,12 +53,24 @@ async def run(args, settings: Settings, out) -> int:
     return 0
 
 
+def _ingress_url(url: str) -> str:
+    """Checked up front: a malformed URL would otherwise fail every post, six times each, as unreachable."""
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # the port is not a number, or above 65535
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise UsageError(f"--url {url!r} is not an ingress URL such as http://127.0.0.1:8080")
+    return url
+
+
 def _write_expected(path: Path, contacts: list[dict]) -> None:
     lines = sorted(contacts, key=lambda c: c["contact_id"])
     try:
         path.write_bytes(b"".join(orjson.dumps(c) + b"\n" for c in lines))
     except OSError as exc:
-        raise SimulationError(f"--expect {path}: cannot write it ({exc.strerror})") from None
+        raise UsageError(f"--expect {path}: cannot write it ({exc.strerror})") from None
 
 
 def _positive(kind):

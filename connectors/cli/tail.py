@@ -15,7 +15,7 @@ import orjson
 from aiokafka import TopicPartition
 
 from connectors.kafka.clients import make_consumer
-from connectors.kafka.topics import true_ends, wait_for_broker
+from connectors.kafka.topics import missing_topic, true_ends, wait_for_broker
 from streams.domain.contact import final_revisions, revision_order
 from streams.domain.keys import split_contact_key
 from streams.settings import Settings
@@ -80,8 +80,10 @@ async def run(args, settings: Settings, out=None, stop: asyncio.Event | None = N
     await consumer.start()
     try:
         await consumer.topics()
-        partitions = [TopicPartition(settings.contacts_topic, p)
-                      for p in sorted(consumer.partitions_for_topic(settings.contacts_topic) or {0})]
+        numbers = consumer.partitions_for_topic(settings.contacts_topic)
+        if not numbers:  # following it would wait in silence for a topic nothing writes
+            raise missing_topic(settings, settings.contacts_topic)
+        partitions = [TopicPartition(settings.contacts_topic, p) for p in sorted(numbers)]
         consumer.assign(partitions)
         if not getattr(args, "final", False):
             await _position(consumer, partitions, args.from_beginning)

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+from pathlib import Path
 
 from connectors.freshchat.feed import GroupFeed
 from connectors.integrations.health import WorkerHealth, instance_name
-from connectors.kafka.clients import faust_credentials, make_consumer
+from connectors.kafka.clients import broker_errors, faust_credentials, make_consumer
 from connectors.kafka.lag import LagMonitor
 from connectors.kafka.topics import ensure_topics, partition_count, wait_for_broker
 from streams.domain.group_names import GroupNames
+from streams.errors import UsageError, os_reason
 from streams.metrics import CallbackGauge
-from streams.settings import Settings
+from streams.settings import Settings, data_dir_error
 
 __all__ = ["add_parser", "run_worker", "assemble"]
 
@@ -31,15 +34,69 @@ def add_parser(sub) -> None:
 
 
 def run_worker(settings: Settings, web_port: int | None) -> int:
-    """Blocks until SIGINT/SIGTERM; Faust owns the event loop from here."""
-    import faust
+    """Blocks until SIGINT/SIGTERM; Faust owns the event loop from here.
 
+    What can be checked is checked before Faust starts, so that it fails as one line. Once
+    Faust runs it logs a failure to start with a traceback and exits 1 without a word more;
+    that record is held back (shown at DEBUG) and its exception raised here instead, for
+    main() to say in one line like any other.
+    """
+    import faust
+    from streams.worker.app import check_settings
+
+    check_settings(settings)
+    _check_data_dir(Path(settings.data_dir) / "faust")
     partitions = asyncio.run(_prepare(settings))
     parts = assemble(settings, partitions, web_port)
+    _check_web_port(parts.app.conf.web_bind, parts.app.conf.web_port, web_port is not None)
     worker = faust.Worker(parts.app, loglevel=logging.getLevelName(logging.getLogger().level),
                           override_logging=False)
-    worker.execute_from_commandline()
+    failure = _StartFailure()
+    logging.getLogger("faust.worker").addFilter(failure)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as stopped:
+        error = failure.error or worker.crash_reason
+        if not stopped.code or error is None:
+            raise
+        with broker_errors(settings):
+            raise error from None
     return 0
+
+
+class _StartFailure(logging.Filter):
+    """Keeps the exception of Faust's `Error: …` record, and the record itself for DEBUG only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.error: BaseException | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or not record.exc_info or self.error is not None:
+            return True
+        self.error = record.exc_info[1]
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def _check_data_dir(path: Path) -> None:
+    """Faust makes its data dir while starting, and a failure there ends it with a traceback."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise data_dir_error(path, exc) from None
+
+
+def _check_web_port(host: str, port: int, from_flag: bool) -> None:
+    """Faust binds its web server after it has joined the group, and a taken port ends it with a traceback."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            where = "--web-port" if from_flag else "FRESHSTREAM_WORKER_WEB_PORT (or --web-port)"
+            raise UsageError(f"the worker's web server cannot listen on {host}:{port} "
+                             f"({os_reason(exc)}): stop what uses it or pick "
+                             f"another port with {where}") from None
 
 
 def assemble(settings: Settings, partitions: int, web_port: int | None = None):
@@ -74,6 +131,7 @@ def _api_up(feed: GroupFeed):
 
 
 async def _prepare(settings: Settings) -> int:
-    await wait_for_broker(settings, timeout=30)
-    await ensure_topics(settings)
-    return await partition_count(settings, settings.raw_topic)
+    with broker_errors(settings):
+        await wait_for_broker(settings, timeout=30)
+        await ensure_topics(settings)
+        return await partition_count(settings, settings.raw_topic)

@@ -17,6 +17,8 @@ from urllib.parse import quote
 
 import httpx
 
+from streams.errors import FreshstreamError
+
 __all__ = ["FreshchatClient", "FreshchatError", "FreshchatAuthError", "FreshchatNotFound",
            "FreshchatRateLimited", "FreshchatUnavailable", "backoff_delay", "BACKOFF_BASE",
            "BACKOFF_CAP", "MAX_RETRY_AFTER"]
@@ -28,8 +30,12 @@ BACKOFF_CAP = 30.0  # longest backoff between two attempts
 MAX_RETRY_AFTER = 300.0  # a larger Retry-After (a broken proxy?) must not park a caller for hours
 
 
-class FreshchatError(Exception):
-    """Freshchat could not answer a request usefully; the message says what to check."""
+class FreshchatError(FreshstreamError):
+    """Freshchat could not answer a request usefully; the message says what to check.
+
+    The worker's group poller catches these and reports them in integration health, so
+    none reaches a terminal today; deriving from FreshstreamError keeps it one line if a
+    command ever calls the REST API itself."""
 
     http_status: int | None = None  # the answer's status, when there was one (integration health shows it)
 

@@ -19,10 +19,11 @@ import orjson
 from cryptography.fernet import Fernet
 
 from connectors.freshchat.client import FreshchatAuthError, FreshchatClient, FreshchatError
-from connectors.integrations.records import Integration, IntegrationError, decrypt_api_key
+from connectors.integrations.records import Integration, decrypt_api_key
 from connectors.service import Service
 from streams.domain.group_names import group_record
 from streams.domain.keys import group_key
+from streams.errors import IntegrationError
 from streams.settings import Settings
 from streams.domain.times import format_time
 

@@ -16,6 +16,7 @@ from connectors.kafka.clients import make_producer
 from connectors.kafka.topics import ensure_topics
 from connectors.integrations.registry import IntegrationRegistry
 from connectors.service import Service
+from streams.errors import UsageError, os_reason
 from streams.settings import Settings
 
 __all__ = ["IngressService"]
@@ -39,6 +40,13 @@ class IngressService(Service):
         self._server: asyncio.AbstractServer | None = None
         self._runner: web.AppRunner | None = None
 
+    async def start(self) -> None:
+        try:
+            await super().start()
+        except BaseException:
+            await self.stop()  # callers stop only what started: a half-started ingress must not leak its clients
+            raise
+
     async def on_start(self) -> None:
         await ensure_topics(self.settings)
         self.producer = await self.add_async_context(make_producer(self.settings))
@@ -54,8 +62,13 @@ class IngressService(Service):
         self._runner = web.AppRunner(app, access_log=logging.getLogger("freshstream.access"))
         await self._runner.setup()
         server = self._runner.server  # aiohttp's protocol factory, each connection wrapped by the guard
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: self.guard.protocol(server()), self.host, self.port, backlog=1024, reuse_address=True)
+        try:
+            self._server = await asyncio.get_running_loop().create_server(
+                lambda: self.guard.protocol(server()), self.host, self.port, backlog=1024, reuse_address=True)
+        except OSError as exc:
+            raise UsageError(f"the ingress cannot listen on {self.host}:{self.port} ({os_reason(exc)}): stop what uses "
+                             "it or pick another with --port / --host or FRESHSTREAM_INGRESS_PORT / "
+                             "FRESHSTREAM_INGRESS_HOST") from None
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def on_started(self) -> None:

@@ -14,18 +14,15 @@ from pathlib import Path
 import orjson
 from cryptography.fernet import Fernet, InvalidToken
 
-from streams.settings import Settings
+from streams.errors import IntegrationError
+from streams.settings import Settings, data_dir_error
 from streams.domain.times import format_time
 
-__all__ = ["Integration", "IntegrationError", "NAME_PATTERN", "new_ingress_key", "hash_key",
+__all__ = ["Integration", "NAME_PATTERN", "new_ingress_key", "hash_key",
            "new_integration", "load_cipher", "normalise_domain"]
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?")
-
-
-class IntegrationError(ValueError):
-    """An integration command cannot be carried out; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -112,12 +109,20 @@ def load_cipher(settings: Settings) -> Fernet:
             raise IntegrationError("FRESHSTREAM_SECRET_KEY is not a Fernet key "
                                    "(32 url-safe base64-encoded bytes)") from None
     path = Path(settings.data_dir) / "secret.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(Fernet.generate_key())
-    return Fernet(path.read_bytes().strip())
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(Fernet.generate_key())
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise data_dir_error(path, exc) from None
+    try:
+        return Fernet(key)
+    except ValueError:
+        raise IntegrationError(f"{path} does not hold a Fernet key: restore it from a backup (the stored "
+                               "Freshchat API keys were encrypted with it), or set FRESHSTREAM_SECRET_KEY") from None
 
 
 def decrypt_api_key(cipher: Fernet, integration: Integration) -> str | None:

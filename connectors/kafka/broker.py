@@ -21,15 +21,12 @@ from aiokafka.errors import KafkaError
 from connectors.kafka.clients import make_consumer, make_producer
 from connectors.kafka.topics import ensure_topics, wait_for_broker
 from connectors.service import Service
-from streams.settings import Settings
+from streams.errors import BrokerError
+from streams.settings import Settings, data_dir_error, open_log
 
-__all__ = ["BrokerError", "EmbeddedBroker", "broker_binary", "free_port"]
+__all__ = ["EmbeddedBroker", "broker_binary", "free_port"]
 
 logger = logging.getLogger(__name__)
-
-
-class BrokerError(RuntimeError):
-    """The embedded broker cannot run; the message says what to do."""
 
 
 def broker_binary() -> str:
@@ -84,18 +81,21 @@ class EmbeddedBroker(Service):
         _check_port(self.port)
         url = f"tcp://127.0.0.1:{self.port}"
         binary = broker_binary()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
+        with open_log(self.log_path) as log:
             self.process = subprocess.Popen(
                 [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent,
                 start_new_session=True)  # Ctrl-C reaches freshstream, which stops it in order
         try:
             await wait_for_broker(self.settings, self.start_timeout)
-        except TimeoutError:
+        except BrokerError:
             raise BrokerError(self._failure_text(self.start_timeout)) from None
-        await ensure_topics(self.settings)
-        await self._restore()
+        try:
+            await ensure_topics(self.settings)
+            await self._restore()
+        except BaseException:
+            await self.on_shutdown()  # the caller only stops what started: no broker outlives a failed start
+            raise
         logger.info("embedded broker ready on 127.0.0.1:%d (pid %d)", self.port, self.process.pid)
 
     def _failure_text(self, timeout: float) -> str:
@@ -122,7 +122,12 @@ class EmbeddedBroker(Service):
         if not self.mirror_path.exists():
             return
         latest: dict[str, str] = {}
-        for line in self.mirror_path.read_text().splitlines():
+        try:
+            text = self.mirror_path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BrokerError(f"cannot read the saved integrations {self.mirror_path} ({exc}): restore it from "
+                              "a backup, or move it away to start without them") from None
+        for line in text.splitlines():
             key, _, value = line.partition("\t")
             if key:
                 latest[key] = value
@@ -134,7 +139,10 @@ class EmbeddedBroker(Service):
             await producer.flush()
         finally:
             await producer.stop()
-        self.mirror_path.write_text("".join(f"{k}\t{v}\n" for k, v in latest.items()))
+        try:
+            self.mirror_path.write_text("".join(f"{k}\t{v}\n" for k, v in latest.items()))
+        except OSError as exc:
+            raise data_dir_error(self.mirror_path, exc) from None
 
     @Service.task
     async def _mirror(self) -> None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import ssl
+from contextlib import contextmanager
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.conn import collect_hosts
+from aiokafka.errors import KafkaConnectionError, KafkaError, NoBrokersAvailable
 
-from streams.settings import Settings, SettingsError
+from streams.errors import BrokerError, SettingsError
+from streams.settings import Settings
 
-__all__ = ["client_options", "faust_credentials", "make_producer", "make_consumer"]
+__all__ = ["client_options", "faust_credentials", "make_producer", "make_consumer", "bootstrap_hosts",
+           "broker_errors"]
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -17,9 +22,10 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 def client_options(settings: Settings) -> dict:
     """Connection options shared by every aiokafka client: bootstrap, TLS and SASL."""
     protocol, mechanism = _security(settings)
+    bootstrap_hosts(settings)  # aiokafka would fail on a malformed address with a bare ValueError
     opts = {"bootstrap_servers": settings.bootstrap, "security_protocol": protocol}
     if protocol in ("SSL", "SASL_SSL"):
-        opts["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+        opts["ssl_context"] = _ssl_context(settings)
     if protocol.startswith("SASL"):
         opts.update(sasl_mechanism=mechanism, sasl_plain_username=settings.kafka_sasl_username,
                     sasl_plain_password=settings.kafka_sasl_password)
@@ -31,14 +37,55 @@ def faust_credentials(settings: Settings):
     import faust
 
     protocol, mechanism = _security(settings)
-    context = (ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
-               if protocol in ("SSL", "SASL_SSL") else None)
+    context = _ssl_context(settings) if protocol in ("SSL", "SASL_SSL") else None
     if protocol == "SSL":
         return faust.SSLCredentials(context)
     if protocol.startswith("SASL"):
         return faust.SASLCredentials(username=settings.kafka_sasl_username, password=settings.kafka_sasl_password,
                                      ssl_context=context, mechanism=mechanism)
     return None
+
+
+def bootstrap_hosts(settings: Settings) -> list[tuple[str, int]]:
+    """(host, port) of every bootstrap address, parsed as aiokafka parses them, so that a
+    malformed one is reported naming the variable before any client is made."""
+    try:
+        hosts = [(host, port) for host, port, _ in collect_hosts(settings.bootstrap, randomize=False)]
+    except ValueError:
+        hosts = []
+    if not hosts or any(not host or not 0 < port < 65536 for host, port in hosts):
+        raise SettingsError(f"FRESHSTREAM_KAFKA_BOOTSTRAP={settings.bootstrap!r}: use host:port[,host:port…], "
+                            "e.g. kafka-1:9092,kafka-2:9092")
+    return hosts
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+    except OSError as exc:  # a missing file, or ssl.SSLError for one that holds no certificate
+        raise SettingsError(f"FRESHSTREAM_KAFKA_SSL_CAFILE={settings.kafka_ssl_cafile!r}: cannot load CA "
+                            f"certificates from it ({exc.strerror or exc})") from None
+
+
+@contextmanager
+def broker_errors(settings: Settings):
+    """Turn what aiokafka raises when Kafka goes away or refuses a request into a BrokerError.
+
+    Only a command's own boundary uses this: long-running services retry instead, and a
+    one-shot command has nothing better to do than say which broker failed and how.
+    """
+    try:
+        yield
+    except (KafkaConnectionError, NoBrokersAvailable, ConnectionError) as exc:
+        raise BrokerError(f"lost the connection to Kafka at {settings.bootstrap} ({exc}): check that the "
+                          "broker is running and that FRESHSTREAM_KAFKA_BOOTSTRAP points at it") from exc
+    except KafkaError as exc:
+        raise BrokerError(f"Kafka at {settings.bootstrap} failed the request ({exc}): check the broker's log "
+                          "and the FRESHSTREAM_KAFKA_* settings") from exc
+    except TimeoutError as exc:
+        raise BrokerError(f"Kafka at {settings.bootstrap} did not answer in time"
+                          f"{f' ({exc})' if str(exc) else ''}: check that the broker is running and not "
+                          "overloaded") from exc
 
 
 def _security(settings: Settings) -> tuple[str, str]:

@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 
 from connectors.kafka.clients import make_consumer
 from connectors.service import Service
+from streams.errors import BrokerError
 from streams.settings import Settings
 
 __all__ = ["TopicFollower", "read_once"]
@@ -85,5 +86,8 @@ async def read_once(settings: Settings, topic: str, apply: Callable[[bytes | Non
     await follower.start()
     try:
         await asyncio.wait_for(follower.loaded.wait(), timeout)
+    except TimeoutError:  # the follower retries forever; a command must give up and say so
+        raise BrokerError(f"topic {topic} could not be read to its end from {settings.bootstrap} within "
+                          f"{timeout:.0f} s: check that the broker is healthy and the topic exists") from None
     finally:
         await follower.stop()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from connectors.kafka.clients import client_options, make_consumer
-from streams.settings import Settings
+from connectors.kafka.clients import bootstrap_hosts, client_options, make_consumer
+from streams.errors import BrokerError, os_reason
+from streams.settings import ENV_PREFIX, Settings
 
-__all__ = ["ensure_topics", "ensure_topic", "topic_specs", "wait_for_broker", "partition_count", "true_ends"]
+__all__ = ["ensure_topics", "ensure_topic", "topic_specs", "wait_for_broker", "partition_count", "true_ends",
+           "missing_topic"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,20 +69,49 @@ async def ensure_topic(settings: Settings, name: str, partitions: int) -> bool:
 
 
 async def wait_for_broker(settings: Settings, timeout: float) -> None:
-    """Return once the broker answers a metadata request; raise TimeoutError otherwise."""
+    """Return once the broker answers a metadata request; raise BrokerError otherwise.
+
+    A TCP connect comes first: while nothing listens, aiokafka would log an ERROR for every
+    attempt, burying the one line that says what to do under dozens that do not.
+    """
+    client_options(settings)  # a malformed setting is the user's to fix, not a reason to wait
+    hosts = bootstrap_hosts(settings)
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=2000)
-        try:
-            await admin.start()
-            await admin.list_topics()
+        reason = await _unreachable(hosts) or await _no_metadata(settings)
+        if reason is None:
             return
-        except (KafkaError, OSError):
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"no Kafka broker answered at {settings.bootstrap}") from None
-            await asyncio.sleep(0.05)
-        finally:
-            await admin.close()
+        if asyncio.get_running_loop().time() > deadline:
+            raise BrokerError(f"no Kafka broker answered at {settings.bootstrap} ({reason}): start one with "
+                              "'freshstream broker' or 'freshstream dev', or set FRESHSTREAM_KAFKA_BOOTSTRAP "
+                              "to a running Kafka")
+        await asyncio.sleep(0.05)
+
+
+async def _unreachable(hosts: list[tuple[str, int]]) -> str | None:
+    """None once one bootstrap address accepts a TCP connection, else the last failure."""
+    reason = None
+    for host, port in hosts:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+        except OSError as exc:  # TimeoutError included
+            reason = os_reason(exc)
+            continue
+        writer.close()
+        return None
+    return reason
+
+
+async def _no_metadata(settings: Settings) -> str | None:
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=2000)
+    try:
+        await admin.start()
+        await admin.list_topics()
+        return None
+    except (KafkaError, OSError) as exc:
+        return str(exc) or type(exc).__name__
+    finally:
+        await admin.close()
 
 
 async def partition_count(settings: Settings, topic: str) -> int:
@@ -90,10 +122,19 @@ async def partition_count(settings: Settings, topic: str) -> int:
         await consumer.topics()
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
-            raise TimeoutError(f"topic {topic} does not exist on {settings.bootstrap}")
+            raise missing_topic(settings, topic)
         return len(partitions)
     finally:
         await consumer.stop()
+
+
+def missing_topic(settings: Settings, topic: str) -> BrokerError:
+    """The error for a topic that is not there: most often a misspelt FRESHSTREAM_*_TOPIC, so it names it."""
+    names = [ENV_PREFIX + f.name.upper() for f in dataclasses.fields(settings)
+             if f.name.endswith("_topic") and getattr(settings, f.name) == topic]
+    hint = (f"check {' / '.join(names)}, or start 'freshstream worker' or 'freshstream ingress' once, "
+            "which create freshstream's topics") if names else "check its name"
+    return BrokerError(f"topic {topic} does not exist on {settings.bootstrap}: {hint}")
 
 
 async def true_ends(consumer, partitions: list, timeout: float = 10.0) -> dict:

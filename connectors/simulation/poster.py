@@ -12,18 +12,15 @@ import httpx
 import orjson
 
 from connectors.simulation.scenario import Delivery, Scenario
+from streams.errors import SimulationError
 
-__all__ = ["post_scenario", "RetryPolicy", "SimulationError"]
+__all__ = ["post_scenario", "RetryPolicy"]
 
 MAX_ATTEMPTS = 6  # per delivery, for 503s and connection failures
 MAX_RETRY_AFTER = 30.0  # seconds; a longer Retry-After is capped so a run cannot stall for minutes
 
 
 OnAccepted = Callable[[int, Delivery, list, float], None]  # (index, delivery, event ids, wall time of the 202)
-
-
-class SimulationError(RuntimeError):
-    """The ingress refused a delivery or stayed unavailable; the message says which and why."""
 
 
 async def post_scenario(url: str, integration: str, key: str, scenario: Scenario, rate: float | None = None,

@@ -11,6 +11,7 @@ and never back.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -24,12 +25,13 @@ from streams.domain.group_names import GroupNames
 from streams.domain.keys import chat_of_pending_key
 from streams.domain.metrics import WorkerMetrics
 from streams.domain.processor import ContactProcessor
+from streams.errors import SettingsError
 from streams.metrics import CONTENT_TYPE, CallbackGauge
 from streams.settings import Settings
 from streams.worker.tables import KeyPartitionedTable, partition_of
 from streams.worker.transport import App
 
-__all__ = ["build_app", "WorkerEdges", "WorkerParts"]
+__all__ = ["build_app", "check_settings", "WorkerEdges", "WorkerParts"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,20 @@ class WorkerParts:
     names: GroupNames
     metrics: WorkerMetrics
     edges: WorkerEdges
+
+
+def check_settings(settings: Settings) -> None:
+    """Faust finds a bad store or guarantee only while its services start, and then logs a
+    traceback that names neither variable; checked first, the user reads which one to fix."""
+    scheme = settings.worker_store.partition("://")[0]
+    if scheme not in ("memory", "rocksdb"):
+        raise SettingsError(f"FRESHSTREAM_WORKER_STORE={settings.worker_store!r}: use memory:// or rocksdb://")
+    if scheme == "rocksdb" and importlib.util.find_spec("rocksdict") is None:
+        raise SettingsError("FRESHSTREAM_WORKER_STORE=rocksdb:// needs rocksdict: install it with "
+                            "pip install -e '.[rocksdb]', or use memory://")
+    if settings.processing_guarantee not in ("at_least_once", "exactly_once"):
+        raise SettingsError(f"FRESHSTREAM_PROCESSING_GUARANTEE={settings.processing_guarantee!r}: use "
+                            "at_least_once or exactly_once (exactly_once needs real Kafka)")
 
 
 def _faust_app(settings: Settings, partitions: int, web_port: int, credentials) -> faust.App:

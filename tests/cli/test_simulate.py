@@ -12,9 +12,10 @@ import orjson
 import pytest
 
 from connectors.cli import simulate as simulate_command
-from connectors.simulation.poster import SimulationError, post_scenario
+from connectors.simulation.poster import post_scenario
 from connectors.simulation.scenario import build_scenario
 from streams.domain.envelope import parse_body
+from streams.errors import SimulationError
 from tests.kafka_records import read_topic, values
 
 pytestmark = pytest.mark.integration

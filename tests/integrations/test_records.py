@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.integrations.records import (Integration, IntegrationError, decrypt_api_key, hash_key, load_cipher,
+from connectors.integrations.records import (Integration, decrypt_api_key, hash_key, load_cipher,
                                      new_ingress_key, new_integration, normalise_domain)
+from streams.errors import IntegrationError
 from streams.settings import Settings
 
 

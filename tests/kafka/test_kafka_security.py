@@ -7,7 +7,8 @@ import ssl
 import pytest
 
 from connectors.kafka.clients import client_options, faust_credentials
-from streams.settings import Settings, SettingsError
+from streams.errors import SettingsError
+from streams.settings import Settings
 
 PASSWORD = "sasl-pw-4f7a9c"
 
