@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 
 from connectors.cli import tail
+from connectors.cli.signals import until_signal
 from connectors.freshchat.feed import publish_group_names
 from connectors.ingress.service import IngressService
 from connectors.integrations.records import new_ingress_key, new_integration
@@ -30,7 +31,7 @@ from connectors.simulation.scenario import GROUPS, build_scenario
 from streams.errors import SimulationError
 from streams.settings import ENV_PREFIX, Settings, open_log
 
-__all__ = ["run_dev", "DEMO", "demo_curl", "ChildProcess", "child_environment"]
+__all__ = ["add_parser", "run_dev", "DEMO", "demo_curl", "ChildProcess", "child_environment"]
 
 
 DEMO = "demo"
@@ -43,7 +44,16 @@ SAMPLE_EVENT = {
 }
 
 
-async def run_dev(args, settings: Settings, until_signal) -> int:
+def add_parser(sub) -> None:
+    """Register the `dev` verb."""
+    dev = sub.add_parser("dev", help="embedded broker + ingress in one terminal (Ctrl-C stops all)")
+    dev.add_argument("--port", type=int, help="ingress port (default FRESHSTREAM_INGRESS_PORT, 8080)")
+    dev.add_argument("--broker-port", type=int, help="embedded broker port (default 9092)")
+    dev.add_argument("--simulate", type=int, nargs="?", const=200, metavar="CHATS",
+                     help="also post simulated Freshchat traffic (default 200 chats) and print the contacts")
+
+
+async def run_dev(args, settings: Settings) -> int:
     """Start broker (when embedded), worker and ingress, print how to post, wait for Ctrl-C."""
     if args.broker_port:
         settings = settings.replace(broker_port=args.broker_port)

@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 
-from connectors.cli import integrations, lag, replay, simulate, tail, worker
-from connectors.kafka.broker import EmbeddedBroker
+from connectors.cli import broker, dev, ingress, integrations, lag, replay, simulate, tail, worker
+from connectors.cli.signals import until_signal_or
 from connectors.kafka.clients import broker_errors
-from connectors.kafka.topics import wait_for_broker
 from streams.errors import FreshstreamError, SettingsError
 from streams.settings import ENV_PREFIX, Settings
 
@@ -19,28 +17,16 @@ __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger(__name__)
 
+VERBS = (dev, broker, ingress, worker, tail, simulate, lag, replay, integrations)  # in `--help` order
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Every verb and its options; `--help` on any of them documents it."""
     parser = argparse.ArgumentParser(
         prog="freshstream", description="Freshchat webhooks to Kafka, and contacts for workforce management.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    dev = sub.add_parser("dev", help="embedded broker + ingress in one terminal (Ctrl-C stops all)")
-    dev.add_argument("--port", type=int, help="ingress port (default FRESHSTREAM_INGRESS_PORT, 8080)")
-    dev.add_argument("--broker-port", type=int, help="embedded broker port (default 9092)")
-    dev.add_argument("--simulate", type=int, nargs="?", const=200, metavar="CHATS",
-                     help="also post simulated Freshchat traffic (default 200 chats) and print the contacts")
-    broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu)")
-    broker.add_argument("--port", type=int, help="port on 127.0.0.1 (default FRESHSTREAM_BROKER_PORT, 9092)")
-    ingress = sub.add_parser("ingress", help="run the webhook ingress")
-    ingress.add_argument("--host", help="address to listen on (default FRESHSTREAM_INGRESS_HOST)")
-    ingress.add_argument("--port", type=int, help="port to listen on (default FRESHSTREAM_INGRESS_PORT)")
-    worker.add_parser(sub)
-    tail.add_parser(sub)
-    simulate.add_parser(sub)
-    lag.add_parser(sub)
-    replay.add_parser(sub)
-    integrations.add_parser(sub)
+    for verb in VERBS:
+        verb.add_parser(sub)
     return parser
 
 
@@ -114,53 +100,13 @@ async def _dispatch_kafka(args, settings: Settings) -> int:
     if args.command == "replay":
         return await replay.run(args, settings, print)
     if args.command == "lag":
-        return await _until_signal_or(lag.run(args, settings, print))
+        return await until_signal_or(lag.run(args, settings, print))
     if args.command == "tail":
-        return await _until_signal_or(tail.run(args, settings))
+        return await until_signal_or(tail.run(args, settings))
     if args.command == "integrations":
         return await integrations.run(args, settings, print)
     if args.command == "broker":
-        return await _serve([EmbeddedBroker(settings, args.port)], "broker")
+        return await broker.run(args, settings)
     if args.command == "ingress":
-        from connectors.ingress.service import IngressService
-        await wait_for_broker(settings, timeout=10)
-        return await _serve([IngressService(settings, args.host, args.port)], "ingress")
-    from connectors.cli.dev import run_dev
-    return await run_dev(args, settings, _until_signal)
-
-
-async def _serve(services: list, name: str) -> int:
-    started = []
-    try:
-        for service in services:
-            await service.start()
-            started.append(service)
-        print(f"freshstream {name} running; Ctrl-C stops it", file=sys.stderr)
-        await _until_signal()
-    finally:
-        for service in reversed(started):
-            await service.stop()
-    return 0
-
-
-async def _until_signal_or(work) -> int:
-    """Run work until it ends or SIGINT/SIGTERM arrives (then exit 0, as `tail -f` users expect)."""
-    task = asyncio.ensure_future(work)
-    waiter = asyncio.ensure_future(_until_signal())
-    done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    for pending in (task, waiter):
-        pending.cancel()
-    await asyncio.gather(task, waiter, return_exceptions=True)
-    return task.result() if task in done and not task.cancelled() else 0
-
-
-async def _until_signal() -> None:
-    """Wait for SIGINT or SIGTERM, so both stop the process cleanly."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.remove_signal_handler(sig)
-
+        return await ingress.run(args, settings)
+    return await dev.run_dev(args, settings)
