@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 
+from connectors.cli.arguments import port, positive
 from connectors.cli import tail
 from connectors.cli.signals import until_signal
 from connectors.freshchat.feed import publish_group_names
@@ -47,9 +48,9 @@ SAMPLE_EVENT = {
 def add_parser(sub) -> None:
     """Register the `dev` verb."""
     dev = sub.add_parser("dev", help="embedded broker + ingress in one terminal (Ctrl-C stops all)")
-    dev.add_argument("--port", type=int, help="ingress port (default FRESHSTREAM_INGRESS_PORT, 8080)")
-    dev.add_argument("--broker-port", type=int, help="embedded broker port (default 9092)")
-    dev.add_argument("--simulate", type=int, nargs="?", const=200, metavar="CHATS",
+    dev.add_argument("--port", type=port, help="ingress port (default FRESHSTREAM_INGRESS_PORT, 8080)")
+    dev.add_argument("--broker-port", type=port, help="embedded broker port (default 9092)")
+    dev.add_argument("--simulate", type=positive(int), nargs="?", const=200, metavar="CHATS",
                      help="also post simulated Freshchat traffic (default 200 chats) and print the contacts")
 
 

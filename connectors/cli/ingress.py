@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from connectors.cli.arguments import port
 from connectors.cli.signals import serve
 from connectors.kafka.topics import wait_for_broker
 from streams.settings import Settings
@@ -13,7 +14,7 @@ def add_parser(sub) -> None:
     """Register the `ingress` verb."""
     ingress = sub.add_parser("ingress", help="run the webhook ingress")
     ingress.add_argument("--host", help="address to listen on (default FRESHSTREAM_INGRESS_HOST)")
-    ingress.add_argument("--port", type=int, help="port to listen on (default FRESHSTREAM_INGRESS_PORT)")
+    ingress.add_argument("--port", type=port, help="port to listen on (default FRESHSTREAM_INGRESS_PORT)")
 
 
 async def run(args, settings: Settings) -> int:

@@ -6,6 +6,7 @@ import asyncio
 
 import orjson
 
+from connectors.cli.arguments import positive
 from connectors.kafka.topics import wait_for_broker
 from connectors.kafka.lag import group_summary, measure_lag
 from streams.settings import Settings
@@ -19,7 +20,7 @@ def add_parser(sub) -> None:
                          description="Lag in offsets and in seconds (now minus the oldest unread record's time).")
     lag.add_argument("--json", action="store_true", help="a JSON array of rows, for scripts")
     lag.add_argument("--group", action="append", help="only this consumer group (repeatable)")
-    lag.add_argument("--watch", type=float, nargs="?", const=2.0, metavar="SECONDS",
+    lag.add_argument("--watch", type=positive(float), nargs="?", const=2.0, metavar="SECONDS",
                      help="print again every SECONDS (default 2) until Ctrl-C")
 
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from importlib import metadata
 
 from connectors.cli import broker, dev, ingress, integrations, lag, replay, simulate, tail, worker
 from connectors.cli.signals import until_signal_or
@@ -20,14 +21,29 @@ logger = logging.getLogger(__name__)
 VERBS = (dev, broker, ingress, worker, tail, simulate, lag, replay, integrations)  # in `--help` order
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one error line and exit 1, as every other error is."""
+
+    def error(self, message: str):
+        self.exit(1, f"freshstream: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every verb and its options; `--help` on any of them documents it."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="freshstream", description="Freshchat webhooks to Kafka, and contacts for workforce management.")
+    parser.add_argument("--version", action="version", version=f"freshstream {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for verb in VERBS:
         verb.add_parser(sub)
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("freshstream")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

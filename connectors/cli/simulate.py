@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from connectors.cli.arguments import positive
 from connectors.simulation.poster import post_scenario
 from connectors.simulation.scenario import build_scenario
 from streams.errors import UsageError
@@ -26,11 +27,11 @@ def add_parser(sub) -> None:
     add("--url", help="ingress base URL (default http://FRESHSTREAM_INGRESS_HOST:FRESHSTREAM_INGRESS_PORT)")
     add("--integration", required=True, metavar="ID", help="integration id: posts go to /webhooks/freshchat/ID")
     add("--key", required=True, help="the integration's ingress key (sent as a Bearer token, never printed)")
-    add("--chats", required=True, type=_positive(int), metavar="N", help="number of chats to simulate")
-    add("--rate", type=_positive(float), metavar="R", help="deliveries per second (default: as fast as possible)")
+    add("--chats", required=True, type=positive(int), metavar="N", help="number of chats to simulate")
+    add("--rate", type=positive(float), metavar="R", help="deliveries per second (default: as fast as possible)")
     add("--seed", type=int, default=1, metavar="S", help="random seed: the same seed, the same traffic (default 1)")
     add("--expect", metavar="FILE", help="write the expected contacts here as JSON lines, sorted by contact_id")
-    add("--concurrency", type=_positive(int), default=8, metavar="C",
+    add("--concurrency", type=positive(int), default=8, metavar="C",
         help="requests in flight at most (default 8); one chat never has two")
     add("--disorder", action="store_true",
         help="deliver each chat's events adversarially: across closes, after their own close, closes re-posted "
@@ -71,16 +72,3 @@ def _write_expected(path: Path, contacts: list[dict]) -> None:
         path.write_bytes(b"".join(orjson.dumps(c) + b"\n" for c in lines))
     except OSError as exc:
         raise UsageError(f"--expect {path}: cannot write it ({exc.strerror})") from None
-
-
-def _positive(kind):
-    """An argparse type accepting only numbers above zero, with a clear message otherwise."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be above zero, not {text}")
-        return value
-    return parse

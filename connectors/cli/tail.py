@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 import orjson
 from aiokafka import TopicPartition
 
+from connectors.cli.arguments import positive
 from connectors.kafka.clients import make_consumer
 from connectors.kafka.topics import missing_topic, true_ends, wait_for_broker
 from streams.domain.contact import final_revisions, revision_order
@@ -47,7 +48,7 @@ def add_parser(sub) -> None:
     tail.add_argument("--queue", help="only this queue (the Freshchat group name, or Undefined_Queue)")
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest contact kept")
     tail.add_argument("--final", action="store_true", help=FINAL_HELP)
-    tail.add_argument("--max", type=int, help="stop after printing this many lines")
+    tail.add_argument("--max", type=positive(int), help="stop after printing this many lines")
 
 
 def raises_revision(highest: dict[str, tuple], contact: Mapping) -> bool:

@@ -12,6 +12,7 @@ import logging
 import socket
 from pathlib import Path
 
+from connectors.cli.arguments import port
 from connectors.freshchat.feed import GroupFeed
 from connectors.integrations.health import WorkerHealth, instance_name
 from connectors.kafka.clients import broker_errors, faust_credentials, make_consumer
@@ -29,7 +30,7 @@ def add_parser(sub) -> None:
     """Register the `worker` verb."""
     worker = sub.add_parser("worker", help="run the stream processor (raw events → contacts)",
                             description="Consume freshchat.events.raw, keep per-chat state, emit contacts.")
-    worker.add_argument("--web-port", type=int,
+    worker.add_argument("--web-port", type=port,
                         help="port of the worker's /metrics page (default FRESHSTREAM_WORKER_WEB_PORT, 6066)")
 
 

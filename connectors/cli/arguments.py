@@ -1,0 +1,37 @@
+"""Argument types every verb shares, so a bad number is refused the same way everywhere.
+
+argparse calls these with the text given; an ArgumentTypeError becomes the one-line usage
+error (`freshstream: error: argument --port: …`), never a traceback from deeper down (an
+OverflowError from the socket layer for `--port 99999`).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["positive", "port"]
+
+
+def positive(kind):
+    """An argparse type accepting only numbers above zero, with a clear message otherwise."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above zero, not {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
+
+
+def port(text: str) -> int:
+    """A TCP port, 1-65535 (0 would ask the system for any free one, which a verb cannot announce)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port: use 1-65535")
+    return value
