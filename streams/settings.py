@@ -65,7 +65,7 @@ class Settings:
     health_reject_threshold: int = 3  # this many 401s in the window: the integration is "rejecting"
     instance_id: str = ""  # names this process in health records; empty = <hostname>:<role>:<port>
     debug_pause_file: str = ""  # testing aid: while this file exists the worker's agent waits
-    log_level: str = "INFO"
+    log_level: str = ""  # empty: INFO for worker, ingress and broker, WARNING for operator commands
     library_log_level: str = "INFO"  # aiokafka/faust/mode/httpx: their DEBUG dumps every request, chat text included
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str = ""

@@ -9,9 +9,10 @@ import sys
 from importlib import metadata
 
 from connectors.cli import broker, dev, ingress, integrations, lag, replay, simulate, tail, worker
+from connectors.cli.logs import add_options, configure_logging
 from connectors.cli.signals import until_signal_or
 from connectors.kafka.clients import broker_errors
-from streams.errors import FreshstreamError, SettingsError
+from streams.errors import FreshstreamError
 from streams.settings import ENV_PREFIX, Settings
 
 __all__ = ["main", "build_parser"]
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for verb in VERBS:
         verb.add_parser(sub)
+    for verb_parser in sub.choices.values():
+        add_options(verb_parser)
     return parser
 
 
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        _configure_logging(settings)
+        configure_logging(settings, args.command, args.verbose, args.log_level)
         if args.command == "worker":
             return worker.run_worker(settings, args.web_port)
         return asyncio.run(_dispatch(args, settings))
@@ -76,33 +79,6 @@ def main(argv: list[str] | None = None) -> int:
 def _fail(message: str) -> int:
     print(f"freshstream: error: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever it quotes
     return 1
-
-
-def _configure_logging(settings: Settings) -> None:
-    own = _level(settings.log_level, "LOG_LEVEL")
-    logging.basicConfig(level=own, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    level = max(own, _level(settings.library_log_level, "LIBRARY_LOG_LEVEL"))
-    for library in ("aiokafka", "faust", "mode", "httpx", "httpcore"):
-        logging.getLogger(library).setLevel(level)
-    logging.getLogger("aiohttp.server").addFilter(_malformed_request_filter)
-
-
-def _malformed_request_filter(record: logging.LogRecord) -> bool:
-    """Drop aiohttp's ERROR-with-traceback for malformed HTTP: it is the client's fault, the
-    client already got a 400 naming it, and the traceback quotes the offending header line,
-    which may be an Authorization header. Errors in our own handlers are still logged."""
-    from aiohttp.http_exceptions import HttpProcessingError
-
-    exc = record.exc_info[1] if record.exc_info else None
-    return not isinstance(exc, HttpProcessingError)
-
-
-def _level(name: str, variable: str) -> int:
-    """logging would reject an unknown name with a bare ValueError, or a number with a TypeError."""
-    level = logging.getLevelNamesMapping().get(name.upper())
-    if level is None:
-        raise SettingsError(f"{ENV_PREFIX}{variable}={name!r}: use one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
-    return level
 
 
 async def _dispatch(args, settings: Settings) -> int:

@@ -182,7 +182,7 @@ def test_idle_connections_are_bounded_and_swept_and_service_goes_on(guarded, add
 def test_a_malformed_header_is_answered_and_not_logged_with_its_bytes(guarded):
     import logging
 
-    from connectors.cli.main import _malformed_request_filter
+    from connectors.cli.logs import malformed_request_filter as _malformed_request_filter
 
     logger = logging.getLogger("aiohttp.server")
     seen: list[logging.LogRecord] = []
