@@ -1,4 +1,4 @@
-"""`freshstream integrations …`: add, list, show, status, rotate-key, disable."""
+"""`freshstream integrations …`: add, list, show, status, rotate-key, disable, enable, remove."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from connectors.integrations.health import load_health
+from connectors.integrations.health import forget_health, load_health
 from streams.domain.integration_health import assess
 from connectors.integrations.records import load_cipher, new_ingress_key, new_integration
 from connectors.kafka.topics import ensure_topics, wait_for_broker
@@ -21,7 +21,8 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(sub) -> None:
     """Register the `integrations` verb and its sub-verbs."""
-    parser = sub.add_parser("integrations", help="add, list, show, status, rotate-key or disable integrations",
+    parser = sub.add_parser("integrations",
+                            help="add, list, show, status, rotate-key, disable, enable or remove integrations",
                             description="Manage the Freshchat accounts that post to freshstream.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     add = verbs.add_parser("add", help="add an integration and print its ingress key once")
@@ -33,10 +34,14 @@ def add_parser(sub) -> None:
     add.add_argument("--webhook-public-key-file", metavar="PEM", help="Freshchat's webhook public key (PEM)")
     for verb, text in (("list", "list integrations"), ("show", "show one integration"),
                        ("rotate-key", "issue a new ingress key; the old one stops working"),
-                       ("disable", "refuse every request of an integration")):
+                       ("disable", "refuse every request of an integration"),
+                       ("enable", "accept an integration's requests again, with its current key"),
+                       ("remove", "delete an integration and its health records (needs --yes)")):
         p = verbs.add_parser(verb, help=text)
         if verb != "list":
             p.add_argument("name")
+        if verb == "remove":
+            p.add_argument("--yes", action="store_true", help="confirm: the integration and its key cannot come back")
         p.add_argument("--json", action="store_true", help="machine-readable output")
     status = verbs.add_parser("status", help="is data arriving? operational, silent, rejecting or freshchat_api_failing",
                               description="Each integration's health as the ingress and the worker last saw it.")
@@ -49,6 +54,9 @@ async def run(args, settings: Settings, out) -> int:
     """Carry out one `integrations` sub-verb, writing its result to out."""
     if args.verb == "add":  # a bad file argument is reported at once, before any wait for the broker
         secrets = _read_api_key(args), _read_public_key(args.webhook_public_key_file)
+    if args.verb == "remove" and not args.yes:  # likewise: no broker needed to say what is missing
+        raise UsageError(f"'integrations remove {args.name}' deletes the integration, its ingress key and its "
+                         "health records for good; add --yes to confirm")
     await wait_for_broker(settings, timeout=5)
     await ensure_topics(settings)
     registry = await load_integrations(settings)
@@ -67,14 +75,47 @@ async def run(args, settings: Settings, out) -> int:
         view = integration.public_view()
         out(orjson.dumps(view).decode() if args.json else "\n".join(f"{k}: {v}" for k, v in view.items()))
         return 0
-    if args.verb == "disable":
-        await _put(settings, integration.disable())
-        out(orjson.dumps({"id": integration.id, "disabled": True}).decode() if args.json
-            else f"integration {integration.id} disabled: its requests are refused with 401")
-        return 0
+    if args.verb in ("disable", "enable"):
+        return await _set_disabled(args, settings, integration, out)
+    if args.verb == "remove":
+        return await _remove(args, settings, integration, out)
+    if integration.disabled:  # a key issued now would be refused: say so rather than print a dead key
+        raise IntegrationError(f"integration {integration.id} is disabled, so a new key would be refused too; "
+                               f"run 'freshstream integrations enable {integration.id}' first, then rotate-key")
     key = new_ingress_key()
     await _put(settings, integration.with_key(key))
     _print_key(args, out, integration.id, key, "rotated; the old key no longer works")
+    return 0
+
+
+async def _set_disabled(args, settings: Settings, integration, out) -> int:
+    """Idempotent, so a runbook can repeat it: no record is written when nothing changes."""
+    disable = args.verb == "disable"
+    if integration.disabled == disable:
+        text = f"integration {integration.id} is {args.verb}d already; nothing changed"
+    else:
+        await _put(settings, integration.disable() if disable else integration.enable())
+        text = (f"integration {integration.id} disabled: its requests are refused with 401" if disable else
+                f"integration {integration.id} enabled: requests with its current ingress key or a valid "
+                "signature are accepted again")
+    out(orjson.dumps({"id": integration.id, "disabled": disable}).decode() if args.json else text)
+    return 0
+
+
+async def _remove(args, settings: Settings, integration, out) -> int:
+    """A tombstone on the integrations topic, then tombstones for its health records.
+
+    The integration goes first: should the second step fail, nothing accepts its requests
+    any more, and the stale health records are harmless (status and /metrics report only
+    integrations that exist) until a remove of the re-added name, or compaction, clears them.
+    """
+    async with IntegrationStore(settings) as store:
+        await store.remove(integration.id)
+    cleared = await forget_health(settings, integration.id)
+    out(orjson.dumps({"id": integration.id, "removed": True, "health_records_removed": cleared}).decode()
+        if args.json else
+        f"integration {integration.id} removed: its URL answers 401 like an unknown one; "
+        f"{cleared} health record(s) cleared; its raw events and contacts stay on their topics")
     return 0
 
 

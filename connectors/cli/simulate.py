@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,7 +28,10 @@ def add_parser(sub) -> None:
     add = parser.add_argument
     add("--url", help="ingress base URL (default http://FRESHSTREAM_INGRESS_HOST:FRESHSTREAM_INGRESS_PORT)")
     add("--integration", required=True, metavar="ID", help="integration id: posts go to /webhooks/freshchat/ID")
-    add("--key", required=True, help="the integration's ingress key (sent as a Bearer token, never printed)")
+    key = parser.add_mutually_exclusive_group(required=True)
+    key.add_argument("--key-env", metavar="VAR", help="read the integration's ingress key from this variable")
+    key.add_argument("--key-file", metavar="PATH", help="read the integration's ingress key from this file")
+    key.add_argument("--key", help="the ingress key itself: deprecated, since ps and shell history show it")
     add("--chats", required=True, type=positive(int), metavar="N", help="number of chats to simulate")
     add("--rate", type=positive(float), metavar="R", help="deliveries per second (default: as fast as possible)")
     add("--seed", type=int, default=1, metavar="S", help="random seed: the same seed, the same traffic (default 1)")
@@ -41,17 +46,44 @@ def add_parser(sub) -> None:
 async def run(args, settings: Settings, out) -> int:
     """Build the scenario, write its expectation, post it, and report one summary line."""
     url = _ingress_url(args.url or f"http://{settings.ingress_host}:{settings.ingress_port}")
+    key = ingress_key(args)
     # getattr: callers that build the namespace themselves may leave the newer flag out
     scenario = build_scenario(args.integration, args.chats, args.seed, disorder=getattr(args, "disorder", False))
     if args.expect:
         _write_expected(Path(args.expect), scenario.expected)
-    summary = await post_scenario(url, args.integration, args.key, scenario,
+    summary = await post_scenario(url, args.integration, key, scenario,
                                   rate=args.rate, concurrency=args.concurrency)
     out(f"simulate: posted {summary['deliveries']} deliveries of {args.chats} chats to {summary['url']}: "
         f"{summary['accepted']} events accepted, {summary['retries']} retries, "
         f"{summary['elapsed_seconds']:.1f} s, {summary['rate']:.0f} deliveries/s; "
         f"{len(scenario.expected)} contacts expected")
     return 0
+
+
+def ingress_key(args) -> str:
+    """The key from a variable or a file, so that it stays out of `ps` and shell history;
+    `--key` still works for scripts written before, with one warning line on stderr."""
+    # getattr: callers that build the namespace themselves may leave the newer flags out
+    variable, path = getattr(args, "key_env", None), getattr(args, "key_file", None)
+    if variable:
+        value = os.environ.get(variable, "").strip()
+        if not value:
+            raise UsageError(f"--key-env {variable}: that variable is unset or empty; "
+                             "export the integration's ingress key in it")
+        return value
+    if path:
+        try:
+            value = Path(path).read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"--key-file {path}: cannot read it ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"--key-file {path}: not a text file") from None
+        if not value:
+            raise UsageError(f"--key-file {path}: the file is empty; write the integration's ingress key in it")
+        return value
+    print("freshstream: warning: --key shows the ingress key to anyone who can run ps, and keeps it in "
+          "shell history; use --key-env VAR or --key-file PATH", file=sys.stderr)
+    return args.key
 
 
 def _ingress_url(url: str) -> str:

@@ -50,7 +50,7 @@ class Rejected(Exception):
 def create_app(settings: Settings, registry, producer, metrics: IngressMetrics | None = None,
                activity: IngressActivity | None = None, guard=None) -> web.Application:
     """The aiohttp application; the producer and integration registry are injected."""
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_json_routing_errors])
     handler = WebhookHandler(settings, registry, producer, metrics or IngressMetrics(),
                              activity or IngressActivity("local"), guard)
     app.router.add_post("/webhooks/freshchat/{integration}", handler.post)
@@ -58,6 +58,24 @@ def create_app(settings: Settings, registry, producer, metrics: IngressMetrics |
     app.router.add_get("/readyz", handler.readyz)
     app.router.add_get("/metrics", handler.metrics_page)
     return app
+
+
+NOT_FOUND = ("no such endpoint: events are posted to /webhooks/freshchat/<integration>; "
+             "/healthz, /readyz and /metrics answer GET")
+
+
+@web.middleware
+async def _json_routing_errors(request: web.Request, handler) -> web.StreamResponse:
+    """aiohttp's router answers an unknown path or method in plain text; a client that reads
+    every other error as JSON would choke on those two, so they get a code and a sentence too."""
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return Rejected(405, "method_not_allowed", f"{request.method} is not allowed on this path; use {allowed}",
+                        headers={"Allow": allowed}).response()
+    except web.HTTPNotFound:
+        return Rejected(404, "not_found", NOT_FOUND).response()
 
 
 class WebhookHandler:

@@ -26,7 +26,7 @@ from connectors.service import Service
 from streams.domain.integration_health import STATUSES, ApiHealth, HealthView, assess
 from streams.settings import Settings
 
-__all__ = ["HealthPublisher", "instance_name", "load_health", "WorkerHealth"]
+__all__ = ["HealthPublisher", "instance_name", "load_health", "forget_health", "WorkerHealth"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,23 @@ async def load_health(settings: Settings, timeout: float = 15.0) -> HealthView:
     view = HealthView()
     await read_once(settings, settings.health_topic, view.apply, timeout)
     return view
+
+
+async def forget_health(settings: Settings, integration_id: str) -> int:
+    """Tombstone every health record of a removed integration, so that a later integration of
+    the same name does not start out with the old one's last accept, rejects and API errors.
+    Returns how many records were tombstoned."""
+    keys = (await load_health(settings)).keys(integration_id)
+    if not keys:
+        return 0
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        futures = [await producer.send(settings.health_topic, None, key=key) for key in keys]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(keys)
 
 
 class WorkerHealth(Service):

@@ -63,6 +63,9 @@ class Integration:
     def disable(self) -> "Integration":
         return replace(self, disabled=True, updated_at=_now())
 
+    def enable(self) -> "Integration":
+        return replace(self, disabled=False, updated_at=_now())
+
 
 def new_ingress_key() -> str:
     """A fresh ingress key: 256 random bits, recognisable by its prefix."""

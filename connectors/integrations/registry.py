@@ -67,6 +67,10 @@ class IntegrationStore:
         await self._producer.send_and_wait(self._settings.integrations_topic,
                                            integration.to_json(), key=integration.id.encode())
 
+    async def remove(self, integration_id: str) -> None:
+        """A tombstone: every registry drops the integration, and compaction later drops its key hash."""
+        await self._producer.send_and_wait(self._settings.integrations_topic, None, key=integration_id.encode())
+
 
 async def load_integrations(settings: Settings, timeout: float = 15.0) -> IntegrationRegistry:
     """A registry read to the end of the topic once, for one-shot CLI commands."""

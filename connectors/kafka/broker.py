@@ -121,16 +121,11 @@ class EmbeddedBroker(Service):
         """Write back the latest record of every integration the mirror file holds."""
         if not self.mirror_path.exists():
             return
-        latest: dict[str, str] = {}
         try:
-            text = self.mirror_path.read_text()
+            latest = latest_records(self.mirror_path.read_text())
         except (OSError, UnicodeDecodeError) as exc:
             raise BrokerError(f"cannot read the saved integrations {self.mirror_path} ({exc}): restore it from "
                               "a backup, or move it away to start without them") from None
-        for line in text.splitlines():
-            key, _, value = line.partition("\t")
-            if key:
-                latest[key] = value
         producer = make_producer(self.settings)
         await producer.start()
         try:
@@ -162,9 +157,23 @@ class EmbeddedBroker(Service):
             await consumer.stop()
 
     def _append(self, records) -> None:
-        lines = [f"{r.key.decode()}\t{r.value.decode()}\n" for r in records if r.key and r.value]
+        lines = [f"{r.key.decode()}\t{r.value.decode() if r.value else ''}\n" for r in records if r.key]
         if lines:
             self.mirror_path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.mirror_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             with os.fdopen(fd, "a") as out:
                 out.writelines(lines)
+
+
+def latest_records(text: str) -> dict[str, str]:
+    """The mirror's lines folded as compaction would: the last value per key, a tombstone
+    (an empty value, written for `integrations remove`) dropping the key, so a removed
+    integration does not come back when the embedded broker restarts."""
+    latest: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition("\t")
+        if key and value:
+            latest[key] = value
+        elif key:
+            latest.pop(key, None)
+    return latest

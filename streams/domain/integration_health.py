@@ -134,6 +134,10 @@ class HealthView:
     def records(self, integration: str) -> list[dict]:
         return list(self._records.get(integration, {}).values())
 
+    def keys(self, integration: str) -> list[bytes]:
+        """The topic keys holding this integration's records, for `integrations remove` to tombstone."""
+        return sorted(self._records.get(integration, {}))
+
 
 def assess(integration, records: list[dict], settings: Settings, now: float | None = None) -> dict:
     """One integration's status, every problem that applies, and the times behind them."""

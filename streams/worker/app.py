@@ -14,6 +14,7 @@ import asyncio
 import importlib.util
 import logging
 import os
+import socket
 from pathlib import Path
 
 import faust
@@ -81,12 +82,19 @@ def _faust_app(settings: Settings, partitions: int, web_port: int, credentials) 
         processing_guarantee=settings.processing_guarantee, producer_acks=-1,
         broker_session_timeout=6, broker_heartbeat_interval=1, broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest", stream_wait_empty=False, table_standby_replicas=0,
-        web_host=settings.worker_web_host, web_port=web_port, Table=KeyPartitionedTable,
+        # web_bind is where Faust's web server listens (its default is every interface);
+        # web_host is only the name it advertises, which a wildcard address cannot be.
+        web_bind=settings.worker_web_host, web_host=_advertised(settings.worker_web_host),
+        web_port=web_port, Table=KeyPartitionedTable,
         producer_max_request_size=settings.max_body_bytes + 65536,
         datadir=str(Path(settings.data_dir) / "faust"),
         # Faust compares a RocksDB's persisted offset with ListOffsets, which the embedded
         # broker answers short of the true end; tables.py reads to the real end instead.
         recovery_consistency_check=False)
+
+
+def _advertised(host: str) -> str:
+    return socket.gethostname() if host in ("", "0.0.0.0", "::") else host
 
 
 def build_app(settings: Settings, partitions: int, web_port: int, edges: WorkerEdges) -> WorkerParts:

@@ -78,7 +78,9 @@ def test_a_bad_file_or_flag_is_named_in_one_line_before_any_broker_is_needed(qui
     not_a_key = tmp_path / "not-a-key.pem"
     not_a_key.write_text("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n")
     add = ["integrations", "add", "acme", "--domain", "acme.freshchat.com"]
-    simulate = ["simulate", "--integration", "acme", "--key", "k", "--chats", "1"]
+    key_file = tmp_path / "ingress.key"
+    key_file.write_text("k")
+    simulate = ["simulate", "--integration", "acme", "--key-file", str(key_file), "--chats", "1"]
     cases = {
         "a public key file that is not there": (
             [*add, "--webhook-public-key-file", str(tmp_path / "missing.pem")], "--webhook-public-key-file"),

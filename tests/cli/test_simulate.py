@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
+import subprocess
+import sys
 from collections import defaultdict
 
 import httpx
@@ -58,6 +61,38 @@ def test_a_refused_delivery_fails_with_the_ingress_message(loop_thread, ingress,
     scenario = build_scenario("acme-refused", 3, seed=5)
     with pytest.raises(SimulationError, match="HTTP 401 unauthorized: missing or invalid credentials"):
         loop_thread.run(post_scenario(ingress.url, "acme-refused", "fsk_wrong", scenario))
+
+
+def test_the_key_comes_from_a_variable_or_a_file_and_on_the_command_line_only_with_a_warning(
+        ingress, add_integration, tmp_path):
+    key = add_integration("acme-keys")
+    key_file = tmp_path / "ingress.key"
+    key_file.write_text(key + "\n")
+    base = [sys.executable, "-m", "connectors.cli", "simulate", "--url", ingress.url, "--integration", "acme-keys",
+            "--chats", "1"]
+    env = {**os.environ, "ACME_KEY": key, "EMPTY_KEY": ""}
+    cases = {"env": ["--key-env", "ACME_KEY"], "file": ["--key-file", str(key_file)], "flag": ["--key", key],
+             "unset": ["--key-env", "EMPTY_KEY"], "missing": ["--key-file", str(tmp_path / "none")],
+             "none": []}
+    runs = {name: subprocess.Popen(base + flags, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True) for name, flags in cases.items()}
+    out = {name: (p.communicate(timeout=60), p.returncode) for name, p in runs.items()}
+
+    for name in ("env", "file", "flag"):
+        (stdout, _), code = out[name]
+        assert code == 0 and stdout.startswith("simulate: posted ") and len(stdout.splitlines()) == 1, out[name]
+    assert out["env"][0][1] == out["file"][0][1] == ""
+    assert out["flag"][0][1] == ("freshstream: warning: --key shows the ingress key to anyone who can run ps, and "
+                                 "keeps it in shell history; use --key-env VAR or --key-file PATH\n")
+    assert out["unset"] == (("", "freshstream: error: --key-env EMPTY_KEY: that variable is unset or empty; "
+                                 "export the integration's ingress key in it\n"), 1)
+    assert out["missing"] == (("", f"freshstream: error: --key-file {tmp_path / 'none'}: cannot read it "
+                                   "(No such file or directory)\n"), 1)
+    (_, stderr), code = out["none"]
+    assert code == 1 and stderr.startswith("freshstream: error: ") and "--key-env" in stderr
+    assert len(stderr.splitlines()) == 1
+    for (stdout, stderr), _ in out.values():
+        assert key not in stdout + stderr and "Traceback" not in stdout + stderr
 
 
 class RecordingIngress:

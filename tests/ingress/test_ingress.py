@@ -124,3 +124,19 @@ def test_health_ready_and_metrics(ingress, add_integration):
     assert 'freshstream_ingress_requests_total{integration="acme-metrics",status="202"} 1.0' in text
     assert 'freshstream_ingress_auth_failures_total{integration="acme-metrics"} 1.0' in text
     assert "freshstream_ingress_produce_seconds_count 1.0" in text
+
+
+def test_unknown_paths_and_methods_get_json_errors_like_the_rest(ingress):
+    missing = httpx.get(f"{ingress.url}/webhooks/freshchat", timeout=10)
+    wrong_method = httpx.get(f"{ingress.url}/webhooks/freshchat/acme", timeout=10)
+    post_health = httpx.post(f"{ingress.url}/healthz", timeout=10)
+
+    assert (missing.status_code, missing.headers["Content-Type"]) == (404, "application/json")
+    assert missing.json() == {"error": "not_found", "message": (
+        "no such endpoint: events are posted to /webhooks/freshchat/<integration>; "
+        "/healthz, /readyz and /metrics answer GET")}
+    assert (wrong_method.status_code, wrong_method.headers["Allow"]) == (405, "POST")
+    assert wrong_method.json() == {"error": "method_not_allowed",
+                                   "message": "GET is not allowed on this path; use POST"}
+    assert (post_health.status_code, post_health.headers["Allow"]) == (405, "GET, HEAD")
+    assert post_health.json()["error"] == "method_not_allowed"

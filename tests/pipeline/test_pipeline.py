@@ -61,8 +61,8 @@ def simulate(settings, ingress, key, seed, expect) -> subprocess.Popen:
     with open(expect.with_suffix(".log"), "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "connectors.cli", "simulate", "--url", ingress.url, "--integration", "acme",
-             "--key", key, "--chats", str(CHATS), "--seed", str(seed), "--expect", str(expect),
-             "--concurrency", "64"], env=settings_env(settings), stdout=log, stderr=log)
+             "--key-env", "ACME_INGRESS_KEY", "--chats", str(CHATS), "--seed", str(seed), "--expect", str(expect),
+             "--concurrency", "64"], env={**settings_env(settings), "ACME_INGRESS_KEY": key}, stdout=log, stderr=log)
 
 
 def finished(process: subprocess.Popen, expect, timeout: float = 300) -> None:

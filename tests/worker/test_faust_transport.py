@@ -28,3 +28,14 @@ def test_fetch_wait_comes_from_the_settings_and_faust_keeps_the_rest():
 
 def test_default_wait_is_short():
     assert worker_consumer(Settings(kafka_bootstrap="127.0.0.1:1"))._fetch_max_wait_ms == 100
+
+
+def test_the_web_server_binds_where_the_setting_says():
+    """Faust binds every interface unless told otherwise; the docs promise loopback by default."""
+    def conf(**changes):
+        async def build():
+            return assemble(Settings(kafka_bootstrap="127.0.0.1:1", **changes), partitions=3, web_port=6066).app.conf
+        return asyncio.run(build())
+
+    assert (conf().web_bind, conf().web_host) == ("127.0.0.1", "127.0.0.1")
+    assert conf(worker_web_host="0.0.0.0").web_bind == "0.0.0.0"

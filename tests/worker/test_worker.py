@@ -14,6 +14,24 @@ pytestmark = pytest.mark.integration
 CONV = "3b1e6f2a-7d4c-4e8b-9a1f-0c2d3e4f5a6b"
 
 
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a socket listening on port, from /proc/net/tcp{,6} (no ss, no psutil)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                local, state = row.split()[1], row.split()[3]
+                address, _, hex_port = local.partition(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    found.add(address)
+    return found
+
+
+def test_the_worker_web_server_listens_on_loopback_only(worker):
+    assert httpx.get(f"{worker.url}/metrics", timeout=5).status_code == 200
+    assert listening_addresses(worker.port) == {"0100007F"}  # 127.0.0.1, little-endian hex
+
+
 def webhook(action, time, section, body, actor="agent"):
     return {"actor": {"actor_type": actor, "actor_id": "a-2222"}, "action": action, "action_time": time,
             "data": {section: body}}
