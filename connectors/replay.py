@@ -12,6 +12,7 @@ second replay of the same window finds everything present and writes nothing.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -56,19 +57,30 @@ class ReplayReport:
     differing: int = 0
     retracted: int = 0
     differing_ids: list[str] = field(default_factory=list)
+    raw_first: int | None = None  # the oldest and newest raw record's time (epoch ms), so that an
+    raw_last: int | None = None   # empty window can be answered with what the raw topic does hold
+
+    @property
+    def empty(self) -> bool:
+        """Nothing in the window to compare: most often a window outside the raw topic's range."""
+        return self.rebuilt == 0 and self.retracted == 0
 
     def counts(self) -> dict:
         return {"rebuilt": self.rebuilt, "present": self.present, "missing": self.missing,
                 "differing": self.differing, "retracted": self.retracted}
 
 
+Progress = Callable[[str, int, int], None]  # (what is being read, records done, records in all)
+
+
 async def replay(settings: Settings, window: ReplayWindow, target: str, dry_run: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> ReplayReport:
+                 progress: Progress | None = None) -> ReplayReport:
     """Rebuild, compare with `target`, and write what is missing or differs (unless dry_run)."""
     names = await _group_names(settings)
-    rebuilt = await _rebuild(settings, window, names, progress)
-    existing = await _existing(settings, target, set(rebuilt))
+    rebuilt, (first, last) = await _rebuild(settings, window, names, progress)
+    existing = await _existing(settings, target, set(rebuilt), progress)
     report, to_write = _compare(rebuilt, existing, window)
+    report.raw_first, report.raw_last = first, last
     if to_write and not dry_run:
         await ensure_topic(settings, target, settings.topic_partitions)
         await _write(settings, target, to_write)
@@ -78,7 +90,7 @@ async def replay(settings: Settings, window: ReplayWindow, target: str, dry_run:
 async def _group_names(settings: Settings) -> GroupNames:
     await partition_count(settings, settings.groups_topic)  # a missing topic would never be "loaded"
     names = GroupNames()
-    follower = TopicFollower(settings, settings.groups_topic, names.apply)
+    follower = TopicFollower(settings, settings.groups_topic, names.apply, loaded_level=logging.DEBUG)
     await follower.start()
     try:
         await follower.loaded.wait()
@@ -87,9 +99,11 @@ async def _group_names(settings: Settings) -> GroupNames:
     return names
 
 
-async def _rebuild(settings: Settings, window: ReplayWindow, names: GroupNames, progress) -> dict[str, dict]:
+async def _rebuild(settings: Settings, window: ReplayWindow, names: GroupNames,
+                   progress) -> tuple[dict[str, dict], tuple[int | None, int | None]]:
     """The worker's processor over every raw record from since − lookback up to the ends seen
-    at the start, then its expiry scan at the final watermarks: the final revision per contact."""
+    at the start, then its expiry scan at the final watermarks: the final revision per contact,
+    and the time range of every raw record read."""
     sent: list[tuple[bytes, bytes]] = []
 
     async def emit(records: list[tuple[bytes, bytes]]) -> None:
@@ -107,34 +121,44 @@ async def _rebuild(settings: Settings, window: ReplayWindow, names: GroupNames, 
             partition_of=lambda key: partition_of(key, max(1, len(partitions))),
             tombstone_ms=int(settings.chat_tombstone_days * 86_400_000),
             skew_ms=int(settings.event_time_skew_seconds * 1000))
-        await _read_raw(consumer, partitions, window, processor, progress)
+        span = await _read_raw(consumer, partitions, window, processor, progress)
     finally:
         await consumer.stop()
     await processor.expire_idle()  # the live worker's expiry timer, at the final watermarks
     await processor.release_pending()  # names the groups topic does not know: Undefined_Queue now
     return {contact_id: record for contact_id, record in final_revisions(orjson.loads(v) for _, v in sent).items()
-            if window.integration is None or record["integration"] == window.integration}
+            if window.integration is None or record["integration"] == window.integration}, span
 
 
-async def _read_raw(consumer, partitions, window: ReplayWindow, processor: ContactProcessor, progress) -> None:
+async def _read_raw(consumer, partitions, window: ReplayWindow, processor: ContactProcessor,
+                    progress) -> tuple[int | None, int | None]:
     consumer.assign(partitions)
     ends = await true_ends(consumer, partitions)
     await consumer.seek_to_beginning(*partitions)
     total, done = sum(ends.values()), 0
+    first = last = None
     pending = {tp for tp in partitions if ends[tp] > 0}
+    what = f"raw topic {partitions[0].topic}"
+    if progress:
+        progress(what, 0, total)
     while pending:
         for tp, records in (await consumer.getmany(*pending, timeout_ms=500, max_records=5000)).items():
+            records = [r for r in records if r.offset < ends[tp]]
+            if records:
+                low, high = min(r.timestamp for r in records), max(r.timestamp for r in records)
+                first, last = min(low, first if first is not None else low), max(high, last or high)
             batch = [(r.key, r.value, r.partition) for r in records
-                     if r.offset < ends[tp] and r.timestamp >= window.since - window.lookback_ms]
-            done += sum(1 for r in records if r.offset < ends[tp])
+                     if r.timestamp >= window.since - window.lookback_ms]
+            done += len(records)
             await processor.process(batch)
             if await consumer.position(tp) >= ends[tp]:
                 pending.discard(tp)
         if progress:
-            progress(done, total)
+            progress(what, done, total)
+    return first, last
 
 
-async def _existing(settings: Settings, topic: str, wanted: set[str]) -> dict[str, dict]:
+async def _existing(settings: Settings, topic: str, wanted: set[str], progress=None) -> dict[str, dict]:
     """The target topic's highest revision of each rebuilt contact, by contact_id.
 
     Only those are kept: the target may hold weeks of contacts, the window a few hours'."""
@@ -149,14 +173,20 @@ async def _existing(settings: Settings, topic: str, wanted: set[str]) -> dict[st
         ends = await true_ends(consumer, partitions)
         await consumer.seek_to_beginning(*partitions)
         pending = {tp for tp in partitions if ends[tp] > 0}
+        total, done, what = sum(ends.values()), 0, f"target topic {topic}"
+        if progress:
+            progress(what, 0, total)
         while pending:
             for tp, records in (await consumer.getmany(*pending, timeout_ms=500)).items():
                 for record in records:
+                    done += record.offset < ends[tp]
                     contact = _decoded(record.value)
                     if contact is not None and contact.get("contact_id") in wanted:
                         found.append(contact)
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
+            if progress:
+                progress(what, done, total)
     finally:
         await consumer.stop()
     return final_revisions(found)

@@ -19,6 +19,8 @@ def positive(kind):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value != value or value in (float("inf"), float("-inf")):  # NaN is the one value unequal to itself
+            raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be above zero, not {text}")
         return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from contextlib import contextmanager
 
@@ -14,6 +15,15 @@ from streams.settings import Settings
 
 __all__ = ["client_options", "faust_credentials", "make_producer", "make_consumer", "bootstrap_hosts",
            "broker_errors"]
+
+def _quiet_assignments(record: logging.LogRecord) -> bool:
+    """Drop aiokafka's INFO "Updating subscribed topics to: …", logged on every assign(): every
+    one-shot verb would print it above its answer. Kept when the library logs at DEBUG."""
+    return (record.levelno > logging.INFO or logging.getLogger("aiokafka").getEffectiveLevel() <= logging.DEBUG
+            or not str(record.msg).startswith("Updating subscribed topics"))
+
+
+logging.getLogger("aiokafka.consumer.subscription_state").addFilter(_quiet_assignments)
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")

@@ -31,9 +31,11 @@ class TopicFollower(Service):
     service, which mode logs with its traceback.
     """
 
-    def __init__(self, settings: Settings, topic: str, apply: Callable[[bytes | None, bytes | None], None]):
+    def __init__(self, settings: Settings, topic: str, apply: Callable[[bytes | None, bytes | None], None],
+                 loaded_level: int = logging.INFO):
+        """`loaded_level`: a service's log wants "loaded"; a one-shot verb's terminal does not."""
         super().__init__()
-        self._settings, self.topic, self._apply = settings, topic, apply
+        self._settings, self.topic, self._apply, self._loaded_level = settings, topic, apply, loaded_level
         self.loaded = asyncio.Event()
 
     def _repr_name(self) -> str:  # mode's log lines name the service: say which topic crashed
@@ -67,7 +69,7 @@ class TopicFollower(Service):
                 for record in records:
                     self._apply(record.key, record.value)
             if not self.loaded.is_set() and await self._caught_up(consumer, partitions):
-                logger.info("%s loaded", self.topic)
+                logger.log(self._loaded_level, "%s loaded", self.topic)
                 self.loaded.set()
 
     @staticmethod
@@ -82,7 +84,7 @@ class TopicFollower(Service):
 async def read_once(settings: Settings, topic: str, apply: Callable[[bytes | None, bytes | None], None],
                     timeout: float = 15.0) -> None:
     """Apply every record of a topic up to its end, then stop: for one-shot commands."""
-    follower = TopicFollower(settings, topic, apply)
+    follower = TopicFollower(settings, topic, apply, loaded_level=logging.DEBUG)
     await follower.start()
     try:
         await asyncio.wait_for(follower.loaded.wait(), timeout)

@@ -24,7 +24,7 @@ from connectors.kafka.topics import true_ends
 from connectors.service import Service
 from streams.settings import Settings
 
-__all__ = ["PartitionLag", "measure_lag", "group_summary", "LagMonitor"]
+__all__ = ["PartitionLag", "measure_lag", "group_summary", "LagMonitor", "consumer_groups", "group_members"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,39 @@ async def _committed(settings: Settings, groups: list[str] | None, partitions) -
         await admin.close()
     return {group: {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}
             for group, found in offsets.items()}
+
+
+async def consumer_groups(settings: Settings) -> list[str]:
+    """Every consumer group the broker knows, so that a misspelt --group is named, not shown as no lag."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        return sorted(str(g[0]) for g in await admin.list_consumer_groups())
+    finally:
+        await admin.close()
+
+
+async def group_members(settings: Settings, groups: list[str]) -> dict[str, list[str]]:
+    """The member ids of each group: lag with no members is a consumer that died, not a slow one.
+
+    One DescribeGroups request per group: the embedded broker drops the connection when
+    one request names several."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        members = {}
+        for group in groups:
+            response = await admin.describe_consumer_groups([group])
+            members[group] = sorted(_member_name(m) for r in response for g in r.groups for m in g[5])  # g[5]: members
+        return members
+    finally:
+        await admin.close()
+
+
+def _member_name(member) -> str:
+    """Kafka's member id starts with the client id; the host, where the broker reports one, says which machine."""
+    member_id, host = member[0], member[2]  # (member_id, client_id, client_host, metadata, assignment)
+    return f"{member_id}@{host.lstrip('/')}" if host else member_id
 
 
 async def _row(consumer, group: str, tp: TopicPartition, offset: int, start: int, end: int,

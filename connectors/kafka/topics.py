@@ -14,7 +14,7 @@ from streams.errors import BrokerError, os_reason
 from streams.settings import ENV_PREFIX, Settings
 
 __all__ = ["ensure_topics", "ensure_topic", "topic_specs", "wait_for_broker", "partition_count", "true_ends",
-           "missing_topic"]
+           "missing_topic", "topic_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,16 @@ async def ensure_topic(settings: Settings, name: str, partitions: int) -> bool:
             return False
         logger.info("created topic %s", name)
         return True
+    finally:
+        await admin.close()
+
+
+async def topic_names(settings: Settings) -> set[str]:
+    """Every topic on the broker, for verbs that must refuse a misspelt name before writing to it."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
     finally:
         await admin.close()
 

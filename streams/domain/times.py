@@ -4,15 +4,22 @@ Reading is lenient, as Freshchat's payloads are: ISO 8601 strings with or withou
 (UTC assumed), epoch seconds or milliseconds told apart by magnitude; anything outside
 2000–2100 is not an event time. Both directions cache per whole second: strftime and
 fromisoformat are the costly part, and neighbouring events share seconds.
+
+What an operator types is read strictly (parse_operator_time): a time without a zone is
+refused, not assumed UTC, because at 3 a.m. in Berlin "09:00" means local time and a silent
+UTC reading shifts the window by an hour or two; relative times ("90m", "now-2h") spare
+the arithmetic.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
-__all__ = ["parse_time", "format_time", "utc_now_text", "ms_to_time"]
+__all__ = ["parse_time", "format_time", "utc_now_text", "ms_to_time", "parse_operator_time", "format_duration",
+           "ms_to_short_time"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MIN_MS, _MAX_MS = 946_684_800_000, 4_102_444_800_000  # 2000-01-01 .. 2100-01-01
@@ -82,3 +89,47 @@ def parse_time(value) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)  # Freshchat writes UTC; be lenient
     return parse_time((moment - _EPOCH) // timedelta(milliseconds=1))
+
+
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION = re.compile(r"(?:\d+[smhd])+")
+_PART = re.compile(r"(\d+)([smhd])")
+
+
+def parse_operator_time(text: str, now_ms: int) -> int:
+    """Epoch ms from `now`, `now-90m`, `90m` (= now-90m), `1h30m`, `2d`, or RFC 3339 with a zone.
+
+    `now_ms` is passed in so that --since and --until of one command share one "now". A
+    ValueError's message says how to write a time; the caller names the flag before it."""
+    value = text.strip().lower()
+    if value == "now":
+        return now_ms
+    relative = value[4:] if value.startswith("now-") else value
+    if _DURATION.fullmatch(relative):
+        return now_ms - sum(int(n) * _UNIT_MS[unit] for n, unit in _PART.findall(relative))
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError("is not a time: use RFC 3339 with a zone (2024-05-06T09:00:00Z), "
+                            "or one relative to now (now, 90m, now-2h, 1d)") from None
+    if moment.tzinfo is None:
+        shown = moment.isoformat(timespec="seconds")
+        raise ValueError(f"has no zone: add Z for UTC or an offset ({shown}Z, or {shown}+02:00 for CEST)")
+    at = (moment - _EPOCH) // timedelta(milliseconds=1)
+    if not _MIN_MS <= at <= _MAX_MS:
+        raise ValueError("is outside 2000-2100")
+    return at
+
+
+def ms_to_short_time(ms: int) -> str:
+    """ms_to_time without ".000" on whole seconds: what an operator typed reads back the same."""
+    text = ms_to_time(ms)
+    return text[:-5] + "Z" if text.endswith(".000Z") else text
+
+
+def format_duration(ms: int) -> str:
+    """A span for people: "1 h 30 min", "2 d 4 h", "45 s"; the two largest units, rounded down."""
+    seconds = max(0, ms) // 1000
+    parts = [(seconds // 86400, "d"), (seconds // 3600 % 24, "h"), (seconds // 60 % 60, "min"), (seconds % 60, "s")]
+    shown = [f"{n} {unit}" for n, unit in parts if n][:2]
+    return " ".join(shown) if shown else f"{max(0, ms)} ms"
