@@ -18,8 +18,6 @@ __all__ = ["ensure_topics", "ensure_topic", "topic_specs", "wait_for_broker", "p
 
 logger = logging.getLogger(__name__)
 
-SAY_WAITING_AFTER = 3.0  # seconds: a wait longer than a broker's start is worth one line
-
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
     """Every topic with its configs set at creation (the embedded broker never alters them)."""
@@ -88,20 +86,12 @@ async def wait_for_broker(settings: Settings, timeout: float) -> None:
     """
     client_options(settings)  # a malformed setting is the user's to fix, not a reason to wait
     hosts = bootstrap_hosts(settings)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    deadline, said = started + timeout, False
+    deadline = asyncio.get_running_loop().time() + timeout
     while True:
         reason = await _unreachable(hosts) or await _no_metadata(settings)
         if reason is None:
-            if said:
-                logger.info("the Kafka broker at %s answers now", settings.bootstrap)
             return
-        if not said and loop.time() - started > SAY_WAITING_AFTER and loop.time() < deadline:
-            said = True  # a worker started beside its broker waits; whoever reads its log should know why
-            logger.info("waiting for a Kafka broker at %s (%s); giving up in %.0f s",
-                           settings.bootstrap, reason, deadline - loop.time())
-        if loop.time() > deadline:
+        if asyncio.get_running_loop().time() > deadline:
             raise BrokerError(f"no Kafka broker answered at {settings.bootstrap} ({reason}): start one with "
                               "'freshstream broker' or 'freshstream dev', or set FRESHSTREAM_KAFKA_BOOTSTRAP "
                               "to a running Kafka")
