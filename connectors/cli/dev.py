@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import random
 import shlex
 import socket
@@ -99,6 +100,7 @@ async def run_dev(args, settings: Settings) -> int:
         if args.simulate:
             started.append(await _start_simulation(settings, ingress.url, key, args.simulate))
         await until_signal_or(_first_failure(watched))
+        _say("stopping: ingress, worker, broker")  # the worker's clean stop takes seconds; say it is under way
     finally:
         for task in watched:
             task.cancel()
@@ -125,7 +127,26 @@ def stack_settings(settings: Settings) -> Settings:
         except OSError as exc:
             raise data_dir_error(Path(settings.data_dir) / "secret.key", exc) from None
         settings = settings.replace(secret_key=secret)
-    return settings.replace(data_dir=Path(settings.data_dir) / f"dev-{settings.ingress_port}")
+    stack = settings.replace(data_dir=Path(settings.data_dir) / f"dev-{settings.ingress_port}")
+    _adopt_integrations(Path(settings.data_dir), Path(stack.data_dir))
+    return stack
+
+
+def _adopt_integrations(shared: Path, stack: Path) -> None:
+    """A stack's first start takes the integrations a `dev` saved before stacks had their own
+    dir, so a developer's integrations and keys do not vanish with the upgrade."""
+    old, new = shared / "integrations.jsonl", stack / "integrations.jsonl"
+    if new.exists() or not old.exists():
+        return
+    try:
+        stack.mkdir(parents=True, exist_ok=True)
+        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(old.read_bytes())
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise data_dir_error(new, exc) from None
 
 
 def check_ports(settings: Settings) -> None:

@@ -62,3 +62,15 @@ def test_the_simulated_timeline_ends_about_now_and_its_contacts_compare_by_final
     received = [{**first, "revision": 1, "emitted_at": "a"}, {**first, "queue": "x", "revision": 2, "emitted_at": "b"},
                 {**second, "revision": 1, "emitted_at": "a"}, {**second, "revision": 2, "retracted": True, "emitted_at": "b"}]
     assert compare_contacts(scenario.expected, received) == (1, 1)
+
+
+def test_each_dev_stack_has_its_own_data_dir_and_adopts_the_shared_integrations(tmp_path, monkeypatch):
+    from connectors.cli.dev import stack_settings
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".freshstream").mkdir()
+    (tmp_path / ".freshstream" / "integrations.jsonl").write_text("demo\t{}\n")
+    stack = stack_settings(Settings(ingress_port=8081))
+    assert stack.data_dir == tmp_path.joinpath(".freshstream", "dev-8081").relative_to(tmp_path)
+    assert (tmp_path / stack.data_dir / "integrations.jsonl").read_text() == "demo\t{}\n"
+    assert stack.secret_key == (tmp_path / ".freshstream" / "secret.key").read_text().strip()
+    assert stack_settings(Settings(data_dir=tmp_path / "mine")).data_dir == tmp_path / "mine"
