@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 __all__ = ["FreshstreamError", "SettingsError", "UsageError", "BrokerError", "IntegrationError",
-           "SimulationError", "os_reason"]
+           "SimulationError", "ChildError", "os_reason"]
 
 
 class FreshstreamError(Exception):
@@ -36,6 +36,11 @@ class IntegrationError(FreshstreamError):
 
 class SimulationError(FreshstreamError):
     """The ingress refused a simulated delivery or stayed unavailable; the message says which and why."""
+
+
+class ChildError(FreshstreamError):
+    """A process freshstream started and watches (dev's worker and broker) keeps dying; the
+    message says which, how it ended, its last error line and where its log is."""
 
 
 def os_reason(exc: OSError) -> str:

@@ -1,38 +1,48 @@
 """`freshstream dev`: everything on one machine, with a demo integration ready to post to.
 
-The worker runs as a child process (ChildProcess): Faust owns its own event loop.
+It is what a developer leaves running, so it supervises: every port is checked before
+anything starts, the worker (a child process: Faust owns its own event loop) is restarted
+when it dies, every child dies with `dev`, and the terminal shows only what a person acts
+on (the banner, children starting and exiting, contacts) while logs go to the stack's
+data dir. Each stack has its own data dir, so two of them on other ports run side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
+import logging
 import os
+import random
 import shlex
-import signal
-import subprocess
+import socket
 import sys
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
 
 from connectors.cli.arguments import port, positive
 from connectors.cli import tail
-from connectors.cli.signals import until_signal
+from connectors.cli.children import ChildProcess, Supervisor, child_environment, exit_text, last_error_line
+from connectors.cli.signals import until_signal_or
 from connectors.freshchat.feed import publish_group_names
 from connectors.ingress.service import IngressService
-from connectors.integrations.records import new_ingress_key, new_integration
+from connectors.integrations.records import load_cipher, new_ingress_key, new_integration
 from connectors.integrations.registry import IntegrationStore, load_integrations
 from connectors.kafka.broker import EmbeddedBroker
 from connectors.kafka.topics import wait_for_broker
 from connectors.service import Service
+from connectors.simulation.chats import generate_chat
 from connectors.simulation.poster import post_scenario
-from connectors.simulation.scenario import GROUPS, build_scenario
-from streams.errors import SimulationError
-from streams.settings import ENV_PREFIX, Settings, open_log
+from connectors.simulation.scenario import DEFAULT_START, GROUPS, Scenario, build_scenario
+from streams.domain.contact import final_revisions
+from streams.errors import ChildError, SimulationError, UsageError, os_reason
+from streams.settings import Settings, data_dir_error
 
-__all__ = ["add_parser", "run_dev", "DEMO", "demo_curl", "ChildProcess", "child_environment"]
+__all__ = ["add_parser", "run_dev", "DEMO", "demo_curl", "ChildProcess", "child_environment",
+           "check_ports", "stack_settings", "scenario_ending_now", "compare_contacts"]
 
 
 DEMO = "demo"
@@ -47,29 +57,41 @@ SAMPLE_EVENT = {
 
 def add_parser(sub) -> None:
     """Register the `dev` verb."""
-    dev = sub.add_parser("dev", help="embedded broker + ingress in one terminal (Ctrl-C stops all)")
+    dev = sub.add_parser("dev", help="embedded broker + worker + ingress in one terminal (Ctrl-C stops all)",
+                         description="Everything on one machine. The worker is restarted when it exits; "
+                                     "logs go to the stack's data dir (FRESHSTREAM_DATA_DIR, else "
+                                     ".freshstream/dev-<ingress port>/).")
     dev.add_argument("--port", type=port, help="ingress port (default FRESHSTREAM_INGRESS_PORT, 8080)")
-    dev.add_argument("--broker-port", type=port, help="embedded broker port (default 9092)")
+    dev.add_argument("--broker-port", type=port, help="embedded broker port (default FRESHSTREAM_BROKER_PORT, 9092)")
+    dev.add_argument("--worker-port", type=port,
+                     help="port of the worker's /metrics page (default FRESHSTREAM_WORKER_WEB_PORT, 6066)")
     dev.add_argument("--simulate", type=positive(int), nargs="?", const=200, metavar="CHATS",
-                     help="also post simulated Freshchat traffic (default 200 chats) and print the contacts")
+                     help="also post simulated Freshchat traffic ending now (default 200 chats), print the "
+                          "contacts and how many of those expected arrived")
 
 
 async def run_dev(args, settings: Settings) -> int:
-    """Start broker (when embedded), worker and ingress, print how to post, wait for Ctrl-C."""
-    if args.broker_port:
-        settings = settings.replace(broker_port=args.broker_port)
-    started = []
+    """Check ports, start broker (when embedded), worker and ingress, then watch them until Ctrl-C."""
+    flags = {"ingress_port": args.port, "broker_port": args.broker_port, "worker_web_port": args.worker_port}
+    settings = stack_settings(settings.replace(**{k: v for k, v in flags.items() if v is not None}))
+    check_ports(settings)
+    restore_logging = _log_to_files(Path(settings.data_dir))
+    started, watched = [], []
     try:
         if settings.embedded:
             broker = EmbeddedBroker(settings)
             await broker.start()
             started.append(broker)
+            _say(f"broker started (pid {broker.process.pid}, {settings.bootstrap}, log {broker.log_path})")
+            watched.append(asyncio.ensure_future(_watch_broker(broker)))
         else:
             await wait_for_broker(settings, timeout=10)  # before a worker is started against nothing
-        worker = ChildProcess(settings, ["worker"], Path(settings.data_dir) / "worker.log")
+        log = Path(settings.data_dir) / "worker.log"
+        worker = Supervisor("worker", ChildProcess(settings, ["worker"], log), _say)
         await worker.start()
         started.append(worker)
-        ingress = IngressService(settings, port=args.port)
+        watched.append(worker.task)
+        ingress = IngressService(settings)
         await ingress.start()
         started.append(ingress)
         key = await _demo_key(settings)
@@ -77,37 +99,233 @@ async def run_dev(args, settings: Settings) -> int:
         print(_banner(settings, ingress.url, key), file=sys.stderr, flush=True)
         if args.simulate:
             started.append(await _start_simulation(settings, ingress.url, key, args.simulate))
-        await until_signal()
+        await until_signal_or(_first_failure(watched))
+        _say("stopping: ingress, worker, broker")  # the worker's clean stop takes seconds; say it is under way
     finally:
+        for task in watched:
+            task.cancel()
         for service in reversed(started):
             await service.stop()
-    print("freshstream dev stopped", file=sys.stderr)
+        restore_logging()
+    _say("freshstream dev stopped")
     return 0
 
 
-class _Simulation(Service):
-    """Simulated traffic posted to the demo integration, and its contacts printed as they come."""
+def stack_settings(settings: Settings) -> Settings:
+    """Settings of this dev stack: its own data dir, unless FRESHSTREAM_DATA_DIR chose one.
 
-    def __init__(self, settings: Settings, url: str, key: str, chats: int) -> None:
+    Two stacks in one data dir would share Faust's state and the mirrored integrations. The
+    secret key stays the default data dir's, so integrations added from another terminal
+    (which uses that dir) can be decrypted by this stack's worker.
+    """
+    if Path(settings.data_dir) != Settings.data_dir:
+        return settings
+    if not settings.secret_key:
+        load_cipher(settings)  # makes the key once, as every other verb would
+        try:
+            secret = (Path(settings.data_dir) / "secret.key").read_text().strip()
+        except OSError as exc:
+            raise data_dir_error(Path(settings.data_dir) / "secret.key", exc) from None
+        settings = settings.replace(secret_key=secret)
+    stack = settings.replace(data_dir=Path(settings.data_dir) / f"dev-{settings.ingress_port}")
+    _adopt_integrations(Path(settings.data_dir), Path(stack.data_dir))
+    return stack
+
+
+def _adopt_integrations(shared: Path, stack: Path) -> None:
+    """A stack's first start takes the integrations a `dev` saved before stacks had their own
+    dir, so a developer's integrations and keys do not vanish with the upgrade."""
+    old, new = shared / "integrations.jsonl", stack / "integrations.jsonl"
+    if new.exists() or not old.exists():
+        return
+    try:
+        stack.mkdir(parents=True, exist_ok=True)
+        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(old.read_bytes())
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise data_dir_error(new, exc) from None
+
+
+def check_ports(settings: Settings) -> None:
+    """Every port the stack will listen on, checked before anything starts, so a taken one
+    is one line naming its flag instead of a half-started stack failing later."""
+    wanted = [("--port", settings.ingress_host, settings.ingress_port),
+              ("--worker-port", settings.worker_web_host, settings.worker_web_port)]
+    if settings.embedded:
+        wanted.insert(1, ("--broker-port", "127.0.0.1", settings.broker_port))
+    seen: dict[int, str] = {}
+    for flag, host, number in wanted:
+        if number in seen:
+            raise UsageError(f"port {number} is given to both {seen[number]} and {flag}; "
+                             f"pick another with {flag}")
+        seen[number] = flag
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "taken"
+            try:
+                sock.bind((host, number))
+            except OSError as exc:
+                raise UsageError(f"port {number} is taken on {host} ({os_reason(exc)}); "
+                                 f"pick another with {flag}") from None
+
+
+def _say(text: str) -> None:
+    """A state change for the person at the terminal: one line, with the time it happened."""
+    print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
+
+
+async def _first_failure(tasks: list[asyncio.Future]) -> int:
+    """Returns only by raising: the first watched child that gives up ends `dev` with its line."""
+    if not tasks:
+        await asyncio.Event().wait()
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        task.result()
+    raise ChildError("a watched process ended without a word")  # watchers loop until they raise
+
+
+async def _watch_broker(broker: EmbeddedBroker) -> None:
+    """The embedded broker is memory-only: restarting it would silently lose every topic, so its
+    exit ends `dev` with its reason rather than a restart."""
+    while broker.process.poll() is None:
+        await asyncio.sleep(0.2)
+    error = last_error_line(broker.log_path) or "no error in its log"
+    raise ChildError(f"the embedded broker (pid {broker.process.pid}) exited with "
+                     f"{exit_text(broker.process.returncode)}: {error}; its topics went with it, so start "
+                     f"freshstream dev again (log: {broker.log_path})")
+
+
+class _TerminalFilter(logging.Filter):
+    """freshstream's own warnings reach the terminal, as one line; libraries' logs never do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING and record.name.split(".")[0] in ("connectors", "streams")
+
+
+class _OneLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{self.formatTime(record, '%H:%M:%S')} {record.levelname.lower()}: {' '.join(record.getMessage().split())}"
+
+
+def _log_to_files(data_dir: Path):
+    """The in-process log (ingress, broker mirror, aiokafka) to dev.log and the access log to
+    access.log, both in the data dir, so the terminal stays readable; returns the undo."""
+    root, access = logging.getLogger(), logging.getLogger("freshstream.access")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        main_log = logging.FileHandler(data_dir / "dev.log")
+        access_log = logging.FileHandler(data_dir / "access.log")
+    except OSError as exc:
+        raise data_dir_error(data_dir, exc) from None
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main_log.setFormatter(fmt)
+    access_log.setFormatter(fmt)
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.addFilter(_TerminalFilter())
+    terminal.setFormatter(_OneLine())
+    replaced = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
+                and not isinstance(h, logging.FileHandler) and h.stream in (sys.stderr, sys.stdout)]
+    for handler in replaced:
+        root.removeHandler(handler)
+    root.addHandler(main_log)
+    root.addHandler(terminal)
+    access.addHandler(access_log)
+    access.propagate = False
+
+    def restore() -> None:
+        for handler in (main_log, terminal):
+            root.removeHandler(handler)
+        for handler in replaced:
+            root.addHandler(handler)
+        access.removeHandler(access_log)
+        access.propagate = True
+        main_log.close()
+        access_log.close()
+    return restore
+
+
+def scenario_ending_now(integration: str, chats: int, seed: int = 1, now: datetime | None = None) -> Scenario:
+    """The simulated scenario moved so that its last event is about now: live metrics, lag in
+    seconds and "the last hour" then mean what they would in production.
+
+    Every time in a scenario is its start plus offsets drawn independently of it, so the
+    span measured from the same draws (build_scenario draws the chats first) fixes the start.
+    """
+    now = now or datetime.now(timezone.utc)
+    rng = random.Random(seed)
+    origin = int(DEFAULT_START.timestamp() * 1000)
+    last = max(event.time_ms for chat in (generate_chat(rng, index, origin) for index in range(chats))
+               for event in [e for cycle in chat.cycles for e in cycle] + chat.after_close)
+    return build_scenario(integration, chats, seed, start=now - timedelta(milliseconds=last - origin))
+
+
+UNCOMPARED = ("emitted_at", "revision", "retracted")  # what the worker adds to the simulator's contacts
+
+
+def compare_contacts(expected: list[dict], received) -> tuple[int, int]:
+    """(received, differing) of the expected contacts, each received one at its final revision.
+
+    A contact retracted at its final revision was not received; extras (a contact posted by
+    hand with the banner's curl) are not the simulator's to judge.
+    """
+    final = final_revisions(received)
+    got = differing = 0
+    for contact in expected:
+        record = final.get(contact["contact_id"])
+        if record is None or record.get("retracted", False):
+            continue
+        got += 1
+        if {k: v for k, v in record.items() if k not in UNCOMPARED} != contact:
+            differing += 1
+    return got, differing
+
+
+class _Simulation(Service):
+    """Simulated traffic posted to the demo integration, its contacts printed as they come and
+    checked against the simulator's own expectation."""
+
+    def __init__(self, settings: Settings, url: str, key: str, chats: int, settle_seconds: float = 60.0) -> None:
         super().__init__()
         self.settings, self.url, self.key, self.chats = settings, url, key, chats
+        self.settle_seconds = settle_seconds  # after the last delivery, how long contacts may take
         self.stop_tail = asyncio.Event()
+        self.received: list[dict] = []
+        self.arrived = asyncio.Event()
 
     async def on_start(self) -> None:
         await publish_group_names(self.settings, DEMO, GROUPS)  # as the REST API would list them
         tail_args = argparse.Namespace(integration=DEMO, queue=None, from_beginning=True, max=None)
-        self.add_future(tail.run(tail_args, self.settings, _print_contact, self.stop_tail))
+        self.add_future(tail.run(tail_args, self.settings, self._contact, self.stop_tail))
         self.add_future(self._post())
 
+    def _contact(self, line: str) -> None:
+        contact = orjson.loads(line)
+        self.received.append(contact)
+        self.arrived.set()
+        _print_contact(contact)
+
     async def _post(self) -> None:
-        scenario = build_scenario(DEMO, self.chats, seed=1)
+        scenario = scenario_ending_now(DEMO, self.chats)
         try:
             summary = await post_scenario(self.url, DEMO, self.key, scenario, rate=200)
         except SimulationError as exc:
-            print(f"simulation stopped: {exc}", file=sys.stderr, flush=True)
+            _say(f"simulation stopped: {exc}")
             return
-        print(f"simulation posted {summary['deliveries']} deliveries; "
-              f"{len(scenario.expected)} contacts expected", file=sys.stderr, flush=True)
+        expected = scenario.expected
+        _say(f"simulation posted {summary['deliveries']} deliveries; {len(expected)} contacts expected")
+        deadline = time.monotonic() + self.settle_seconds
+        while (got := compare_contacts(expected, self.received)) != (len(expected), 0):
+            if time.monotonic() > deadline:
+                break
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), max(0.1, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                pass
+        late = "" if got[0] == len(expected) else f" (after waiting {self.settle_seconds:.0f} s; see worker.log)"
+        print(f"{got[0]} of {len(expected)} contacts received, {got[1]} differing{late}", flush=True)
 
     async def on_stop(self) -> None:
         self.stop_tail.set()
@@ -119,8 +337,10 @@ async def _start_simulation(settings: Settings, url: str, key: str, chats: int) 
     return simulation
 
 
-def _print_contact(line: str) -> None:
-    contact = orjson.loads(line)
+def _print_contact(contact: dict) -> None:
+    if contact.get("retracted"):
+        print(f"contact {contact['contact_id']}  retracted", flush=True)
+        return
     wait = "-" if contact["wait_seconds"] is None else f"{contact['wait_seconds']:.0f}s"
     print(f"contact {contact['contact_id']}  queue={contact['queue']}  outcome={contact['outcome']}  "
           f"wait={wait}  duration={contact['duration_seconds']:.0f}s", flush=True)
@@ -167,8 +387,9 @@ def _banner(settings: Settings, url: str, key: str) -> str:
         f"freshstream dev is running. Kafka: {settings.bootstrap}"
         + (" (embedded, in memory)" if settings.embedded else ""),
         f"  ingress:  {url}   (health {url}/healthz, metrics {url}/metrics)",
-        f"  worker:   metrics http://127.0.0.1:{settings.worker_web_port}/metrics, log {settings.data_dir}/worker.log",
-        "  contacts: freshstream tail   (in another terminal)",
+        f"  worker:   metrics http://{settings.worker_web_host}:{settings.worker_web_port}/metrics",
+        f"  logs:     {settings.data_dir}/ (worker.log, broker.log, dev.log, access.log)",
+        f"  contacts: {_other_terminal(settings)}freshstream tail   (in another terminal)",
         f"  demo integration {DEMO!r}, ingress key for this run: {key}",
         "  post a sample event:",
         "  " + demo_curl(url, key),
@@ -177,36 +398,8 @@ def _banner(settings: Settings, url: str, key: str) -> str:
     ])
 
 
-class ChildProcess:
-    """`python -m connectors.cli <verb>` with the parent's settings, logging to a file."""
-
-    def __init__(self, settings: Settings, args: list[str], log_path: Path) -> None:
-        self.settings, self.args, self.log_path = settings, args, log_path
-        self.process: subprocess.Popen | None = None
-
-    async def start(self) -> None:
-        with open_log(self.log_path) as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "connectors.cli", *self.args], env=child_environment(self.settings),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-
-    async def stop(self, timeout: float = 30.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(self.process.wait, timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            await asyncio.to_thread(self.process.wait)
-
-
-def child_environment(settings: Settings) -> dict[str, str]:
-    """The parent's environment with every setting spelled out, so the child builds the same."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    for field in dataclasses.fields(settings):
-        value = getattr(settings, field.name)
-        if value not in ("", None):
-            env[ENV_PREFIX + field.name.upper()] = str(value)
-    env[ENV_PREFIX + "KAFKA_BOOTSTRAP"] = settings.bootstrap
-    return env
+def _other_terminal(settings: Settings) -> str:
+    """What another terminal must set for its verbs to reach this stack's broker."""
+    if settings.embedded and settings.broker_port != Settings.broker_port:
+        return f"FRESHSTREAM_BROKER_PORT={settings.broker_port} "
+    return ""

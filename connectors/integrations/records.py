@@ -114,10 +114,7 @@ def load_cipher(settings: Settings) -> Fernet:
     path = Path(settings.data_dir) / "secret.key"
     try:
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(Fernet.generate_key())
+            _create_key_file(path)
         key = path.read_bytes().strip()
     except OSError as exc:
         raise data_dir_error(path, exc) from None
@@ -126,6 +123,23 @@ def load_cipher(settings: Settings) -> Fernet:
     except ValueError:
         raise IntegrationError(f"{path} does not hold a Fernet key: restore it from a backup (the stored "
                                "Freshchat API keys were encrypted with it), or set FRESHSTREAM_SECRET_KEY") from None
+
+
+def _create_key_file(path: Path) -> None:
+    """Written aside, then linked into place: two processes starting at once (two `dev`s) must
+    not see each other's empty file, and the first link wins."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    aside = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(Fernet.generate_key())
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            pass
+    finally:
+        aside.unlink(missing_ok=True)
 
 
 def decrypt_api_key(cipher: Fernet, integration: Integration) -> str | None:

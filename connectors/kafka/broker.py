@@ -24,7 +24,7 @@ from connectors.service import Service
 from streams.errors import BrokerError
 from streams.settings import Settings, data_dir_error, open_log
 
-__all__ = ["EmbeddedBroker", "broker_binary", "free_port"]
+__all__ = ["EmbeddedBroker", "broker_binary", "free_port", "die_with_parent"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +57,12 @@ def _check_port(port: int) -> None:
                               "another with --port or FRESHSTREAM_BROKER_PORT") from None
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill the broker if its parent dies, so no broker outlives freshstream."""
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """A Popen preexec_fn: Linux sends `sig` to the child when its parent dies, even by SIGKILL,
+    so no child of freshstream outlives it. The parent is the thread that forked: start
+    children from the thread that lives as long as the process (the event loop's)."""
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
     except OSError:
         pass
 
@@ -84,7 +86,7 @@ class EmbeddedBroker(Service):
         with open_log(self.log_path) as log:
             self.process = subprocess.Popen(
                 [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=die_with_parent,
                 start_new_session=True)  # Ctrl-C reaches freshstream, which stops it in order
         try:
             await wait_for_broker(self.settings, self.start_timeout)
