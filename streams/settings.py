@@ -58,6 +58,7 @@ class Settings:
     group_poll_seconds: float = 300.0
     replay_lookback_seconds: float = 7 * 24 * 3600  # replay reads from --since minus this
     lag_check_seconds: float = 5.0
+    broker_wait_seconds: float = 30.0  # how long the worker waits for Kafka; other verbs wait at most 10 s
     stall_seconds: float = 60.0  # lag without progress this long: the worker's /healthz fails
     health_publish_seconds: float = 5.0  # how often ingress and worker write what they saw per integration
     health_silent_seconds: float = 3600.0  # no accepted event this long: the integration is "silent"

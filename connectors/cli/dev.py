@@ -85,7 +85,7 @@ async def run_dev(args, settings: Settings) -> int:
             _say(f"broker started (pid {broker.process.pid}, {settings.bootstrap}, log {broker.log_path})")
             watched.append(asyncio.ensure_future(_watch_broker(broker)))
         else:
-            await wait_for_broker(settings, timeout=10)  # before a worker is started against nothing
+            await wait_for_broker(settings, timeout=min(10, settings.broker_wait_seconds))  # before a worker is started against nothing
         log = Path(settings.data_dir) / "worker.log"
         worker = Supervisor("worker", ChildProcess(settings, ["worker"], log), _say)
         await worker.start()

@@ -19,5 +19,5 @@ def add_parser(sub) -> None:
 
 async def run(args, settings: Settings) -> int:
     from connectors.ingress.service import IngressService  # aiohttp's server: only this verb needs it
-    await wait_for_broker(settings, timeout=10)
+    await wait_for_broker(settings, timeout=min(10, settings.broker_wait_seconds))
     return await serve([IngressService(settings, args.host, args.port)], "ingress")

@@ -57,7 +57,7 @@ async def run(args, settings: Settings, out) -> int:
     if args.verb == "remove" and not args.yes:  # likewise: no broker needed to say what is missing
         raise UsageError(f"'integrations remove {args.name}' deletes the integration, its ingress key and its "
                          "health records for good; add --yes to confirm")
-    await wait_for_broker(settings, timeout=5)
+    await wait_for_broker(settings, timeout=min(5, settings.broker_wait_seconds))
     await ensure_topics(settings)
     registry = await load_integrations(settings)
     if args.verb == "list":

@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
 
 async def run(args, settings: Settings, out) -> int:
     """Print the lag once, or every --watch seconds."""
-    await wait_for_broker(settings, timeout=10)
+    await wait_for_broker(settings, timeout=min(10, settings.broker_wait_seconds))
     if args.group:
         known = await consumer_groups(settings)
         unknown = [g for g in args.group if g not in known]

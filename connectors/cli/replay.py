@@ -56,7 +56,7 @@ async def run(args, settings: Settings, out) -> int:
                          "give a later --until or an earlier --since")
     window = ReplayWindow(since=since, until=until, integration=args.integration,
                           lookback_ms=int(settings.replay_lookback_seconds * 1000))
-    await wait_for_broker(settings, timeout=10)
+    await wait_for_broker(settings, timeout=min(10, settings.broker_wait_seconds))
     target = args.to or settings.contacts_topic
     await _check(args, settings, target)
     _say(f"window {ms_to_short_time(since)} .. {ms_to_short_time(until)} ({format_duration(until - since)}), "

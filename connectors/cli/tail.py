@@ -76,7 +76,7 @@ def _existing(latest: Mapping[str, Mapping]) -> list[Mapping]:
 async def run(args, settings: Settings, out=None, stop: asyncio.Event | None = None) -> int:
     """Print matching contacts until stopped (or until --max lines)."""
     out = out or _print_line
-    await wait_for_broker(settings, timeout=10)
+    await wait_for_broker(settings, timeout=min(10, settings.broker_wait_seconds))
     consumer = make_consumer(settings, fetch_max_wait_ms=200)
     await consumer.start()
     try:

@@ -133,6 +133,6 @@ def _api_up(feed: GroupFeed):
 
 async def _prepare(settings: Settings) -> int:
     with broker_errors(settings):
-        await wait_for_broker(settings, timeout=30)
+        await wait_for_broker(settings, timeout=settings.broker_wait_seconds)
         await ensure_topics(settings)
         return await partition_count(settings, settings.raw_topic)

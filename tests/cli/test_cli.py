@@ -89,7 +89,8 @@ def test_missing_broker_is_a_clear_error(tmp_path):
     port = free_port()
     result = subprocess.run([sys.executable, "-m", "connectors.cli", "integrations", "list"], timeout=60,
                             env={**os.environ, "FRESHSTREAM_BROKER_PORT": str(port), "FRESHSTREAM_LOG_LEVEL": "ERROR",
-                                 "FRESHSTREAM_DATA_DIR": str(tmp_path)}, capture_output=True, text=True)
+                                 "FRESHSTREAM_DATA_DIR": str(tmp_path), "FRESHSTREAM_BROKER_WAIT_SECONDS": "1"},
+                            capture_output=True, text=True)
     assert result.returncode == 1
     assert f"no Kafka broker answered at 127.0.0.1:{port}" in result.stderr
 

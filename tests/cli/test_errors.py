@@ -49,7 +49,8 @@ def assert_one_error_line(cases: dict[str, tuple[subprocess.Popen, str]], timeou
 @pytest.fixture
 def quiet_env(tmp_path) -> dict[str, str]:
     """A data dir of the test's own, and a broker port nothing listens on."""
-    return {"FRESHSTREAM_DATA_DIR": str(tmp_path / "data"), "FRESHSTREAM_BROKER_PORT": str(free_port())}
+    return {"FRESHSTREAM_DATA_DIR": str(tmp_path / "data"), "FRESHSTREAM_BROKER_PORT": str(free_port()),
+            "FRESHSTREAM_BROKER_WAIT_SECONDS": "3"}  # the worker would wait 30 s for a broker that never comes
 
 
 def test_a_bad_setting_is_named_in_one_line(quiet_env, tmp_path):
