@@ -20,17 +20,17 @@ from typing import Callable
 import orjson
 from aiokafka import TopicPartition
 
-from connectors.kafka.follower import TopicFollower
 from connectors.kafka.clients import make_consumer, make_producer
+from connectors.kafka.follower import TopicFollower
 from connectors.kafka.topics import ensure_topic, missing_topic, partition_count, true_ends
 from streams.domain.contact import build_retraction, final_revisions, revision_plan
 from streams.domain.group_names import GroupNames
 from streams.domain.keys import contact_key
+from streams.domain.metrics import WorkerMetrics
 from streams.domain.processor import ContactProcessor
+from streams.domain.times import parse_time
 from streams.settings import Settings
 from streams.worker.tables import partition_of
-from streams.domain.times import parse_time
-from streams.domain.metrics import WorkerMetrics
 
 __all__ = ["ReplayWindow", "ReplayReport", "replay"]
 

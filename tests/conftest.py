@@ -13,9 +13,9 @@ import uuid
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from connectors.kafka.broker import EmbeddedBroker, free_port
 from connectors.ingress.service import IngressService
 from connectors.integrations.records import new_ingress_key, new_integration
+from connectors.kafka.broker import EmbeddedBroker, free_port
 from streams.settings import ENV_PREFIX, Settings
 from tests.kafka_records import SECRETS, put_integration, public_pem, wait_until
 from tests.fake_freshchat import fake_freshchat  # noqa: F401  (a fixture for every test module)

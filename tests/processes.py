@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from connectors.kafka.broker import free_port
 from connectors.cli.dev import child_environment
+from connectors.kafka.broker import free_port
 from streams.settings import Settings
 from tests.kafka_records import SECRETS, wait_until
 

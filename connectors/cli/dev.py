@@ -23,8 +23,8 @@ from pathlib import Path
 
 import orjson
 
-from connectors.cli.arguments import port, positive
 from connectors.cli import tail
+from connectors.cli.arguments import port, positive
 from connectors.cli.children import ChildProcess, Supervisor, child_environment, exit_text, last_error_line
 from connectors.cli.signals import until_signal_or
 from connectors.freshchat.feed import publish_group_names

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import orjson
 
-from connectors.integrations.health import forget_health, load_health
-from streams.domain.integration_health import assess
-from connectors.integrations.records import load_cipher, new_ingress_key, new_integration
-from connectors.kafka.topics import ensure_topics, wait_for_broker
-from connectors.integrations.registry import IntegrationStore, load_integrations
 from connectors.ingress.signature import PublicKeyError, load_public_key
+from connectors.integrations.health import forget_health, load_health
+from connectors.integrations.records import load_cipher, new_ingress_key, new_integration
+from connectors.integrations.registry import IntegrationStore, load_integrations
+from connectors.kafka.topics import ensure_topics, wait_for_broker
+from streams.domain.integration_health import assess
 from streams.errors import IntegrationError, UsageError
 from streams.settings import Settings
 

@@ -12,11 +12,11 @@ import logging
 
 import httpx
 
-from connectors.kafka.follower import TopicFollower
 from connectors.freshchat.poller import GroupPoller
 from connectors.integrations.records import load_cipher
-from connectors.kafka.clients import make_producer
 from connectors.integrations.registry import IntegrationRegistry
+from connectors.kafka.clients import make_producer
+from connectors.kafka.follower import TopicFollower
 from connectors.service import Service
 from streams.domain.group_names import GroupNames
 from streams.settings import Settings

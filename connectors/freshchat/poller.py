@@ -23,9 +23,9 @@ from connectors.integrations.records import Integration, decrypt_api_key
 from connectors.service import Service
 from streams.domain.group_names import group_record
 from streams.domain.keys import group_key
+from streams.domain.times import format_time
 from streams.errors import IntegrationError
 from streams.settings import Settings
-from streams.domain.times import format_time
 
 __all__ = ["GroupPoller", "RefreshSchedule", "group_record"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from connectors.integrations.records import Integration
 from connectors.ingress.signature import PublicKeyError, load_public_key, verify_signature
+from connectors.integrations.records import Integration
 
 __all__ = ["bearer_token", "bearer_ok", "signature_ok"]
 

@@ -13,11 +13,11 @@ from aiokafka.errors import KafkaError
 
 from connectors.ingress.auth import bearer_ok, bearer_token, signature_ok
 from connectors.ingress.metrics import IngressMetrics
-from streams.domain.integration_health import IngressActivity
 from connectors.integrations.records import NAME_PATTERN
 from streams.domain.envelope import InvalidEvent, InvalidJSON, encode_envelope, event_id, parse_body
-from streams.domain.times import utc_now_text
+from streams.domain.integration_health import IngressActivity
 from streams.domain.keys import chat_key
+from streams.domain.times import utc_now_text
 from streams.metrics import CONTENT_TYPE
 from streams.settings import Settings
 

@@ -8,14 +8,14 @@ import logging
 from aiohttp import web
 
 from connectors.ingress.connection_guard import ConnectionGuard
-from connectors.integrations.health import HealthPublisher, instance_name
 from connectors.ingress.handlers import create_app
 from connectors.ingress.metrics import IngressMetrics
-from streams.domain.integration_health import IngressActivity
+from connectors.integrations.health import HealthPublisher, instance_name
+from connectors.integrations.registry import IntegrationRegistry
 from connectors.kafka.clients import make_producer
 from connectors.kafka.topics import ensure_topics
-from connectors.integrations.registry import IntegrationRegistry
 from connectors.service import Service
+from streams.domain.integration_health import IngressActivity
 from streams.errors import UsageError, os_reason
 from streams.settings import Settings
 

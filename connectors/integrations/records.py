@@ -14,9 +14,9 @@ from pathlib import Path
 import orjson
 from cryptography.fernet import Fernet, InvalidToken
 
+from streams.domain.times import format_time
 from streams.errors import IntegrationError
 from streams.settings import Settings, data_dir_error
-from streams.domain.times import format_time
 
 __all__ = ["Integration", "NAME_PATTERN", "new_ingress_key", "hash_key",
            "new_integration", "load_cipher", "normalise_domain"]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 
-from connectors.kafka.follower import TopicFollower, read_once
 from connectors.integrations.records import Integration
 from connectors.kafka.clients import make_producer
+from connectors.kafka.follower import TopicFollower, read_once
 from connectors.service import Service
 from streams.settings import Settings
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from streams.settings import Settings
 from streams.domain.times import parse_time, utc_now_text
+from streams.settings import Settings
 
 __all__ = ["IngressActivity", "ApiHealth", "HealthView", "assess", "STATUSES", "health_key"]
 

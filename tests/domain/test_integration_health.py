@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from streams.domain.integration_health import STATUSES, ApiHealth, HealthView, IngressActivity, assess
 from connectors.integrations.records import new_integration
+from streams.domain.integration_health import STATUSES, ApiHealth, HealthView, IngressActivity, assess
 from streams.settings import Settings
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z

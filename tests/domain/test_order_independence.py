@@ -22,8 +22,8 @@ from connectors.simulation.chats import (AGENTS, GROUPS, SimChat, _close, _conve
                                          _uuid)
 from connectors.simulation.shapes import iso, render
 from streams.domain.group_names import GroupNames
-from streams.domain.processor import ContactProcessor
 from streams.domain.metrics import WorkerMetrics
+from streams.domain.processor import ContactProcessor
 
 START_MS = 1_714_982_400_000  # 2024-05-06T08:00:00Z
 UNSTABLE = {"emitted_at", "revision", "retracted"}

@@ -7,10 +7,10 @@ import asyncio
 import orjson
 
 from streams.domain.chat import ChatState
-from streams.domain.times import parse_time
 from streams.domain.group_names import GroupNames
-from streams.domain.processor import ContactProcessor
 from streams.domain.metrics import WorkerMetrics
+from streams.domain.processor import ContactProcessor
+from streams.domain.times import parse_time
 
 T = "2024-05-06T09:00:{:02d}.000Z"
 

@@ -9,9 +9,9 @@ import time
 import httpx
 import pytest
 
-from connectors.kafka.broker import EmbeddedBroker, free_port
 from connectors.ingress.service import IngressService
 from connectors.integrations.records import new_ingress_key, new_integration
+from connectors.kafka.broker import EmbeddedBroker, free_port
 from tests.conftest import test_settings
 from tests.kafka_records import SECRETS, put_integration, read_topic, wait_until
 from tests.payloads import app_message, dumps

@@ -13,10 +13,10 @@ import pytest
 
 from connectors.freshchat.feed import GroupFeed
 from connectors.integrations.health import load_health
-from streams.domain.integration_health import assess
-from connectors.integrations.records import load_cipher, new_ingress_key, new_integration
 from connectors.integrations.health import WorkerHealth
+from connectors.integrations.records import load_cipher, new_ingress_key, new_integration
 from streams.domain.group_names import GroupNames
+from streams.domain.integration_health import assess
 from tests.kafka_records import SECRETS, put_integration, wait_until
 from tests.payloads import dumps, user_messages
 from tests.processes import settings_env

@@ -20,9 +20,9 @@ import pytest
 
 from connectors.integrations.records import load_cipher, new_ingress_key, new_integration
 from connectors.replay import ReplayWindow, replay
-from streams.domain.contact import final_revisions as folded
 from connectors.simulation.poster import post_scenario
 from connectors.simulation.scenario import GROUPS, build_scenario
+from streams.domain.contact import final_revisions as folded
 from tests.kafka_records import SECRETS, put_integration, read_topic, wait_until
 from tests.processes import IngressProcess, WorkerProcess
 

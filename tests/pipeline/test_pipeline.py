@@ -9,8 +9,8 @@ import sys
 import orjson
 import pytest
 
-from connectors.simulation.scenario import GROUPS, build_scenario
 from connectors.integrations.records import load_cipher, new_ingress_key, new_integration
+from connectors.simulation.scenario import GROUPS, build_scenario
 from tests.kafka_records import SECRETS, put_integration, read_topic
 from tests.processes import IngressProcess, settings_env
 from tests.schemas import assert_valid

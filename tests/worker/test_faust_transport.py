@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from streams.settings import Settings
 from connectors.cli.worker import assemble
+from streams.settings import Settings
 
 
 def worker_consumer(settings: Settings):
