@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from pathlib import Path
 
 from connectors.cli.arguments import port
 from connectors.freshchat.feed import GroupFeed
 from connectors.integrations.health import WorkerHealth, instance_name
+from connectors.kafka.broker import bind_refusal
 from connectors.kafka.clients import broker_errors, faust_credentials, make_consumer
 from connectors.kafka.lag import LagMonitor
 from connectors.kafka.topics import ensure_topics, partition_count, wait_for_broker
 from streams.domain.group_names import GroupNames
-from streams.errors import UsageError, os_reason
+from streams.errors import UsageError
 from streams.metrics import CallbackGauge
 from streams.settings import Settings, data_dir_error
 
@@ -89,15 +89,11 @@ def _check_data_dir(path: Path) -> None:
 
 def _check_web_port(host: str, port: int, from_flag: bool) -> None:
     """Faust binds its web server after it has joined the group, and a taken port ends it with a traceback."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            where = "--web-port" if from_flag else "FRESHSTREAM_WORKER_WEB_PORT (or --web-port)"
-            raise UsageError(f"the worker's web server cannot listen on {host}:{port} "
-                             f"({os_reason(exc)}): stop what uses it or pick "
-                             f"another port with {where}") from None
+    reason = bind_refusal(host, port)
+    if reason is not None:
+        where = "--web-port" if from_flag else "FRESHSTREAM_WORKER_WEB_PORT (or --web-port)"
+        raise UsageError(f"the worker's web server cannot listen on {host}:{port} ({reason}): "
+                         f"stop what uses it or pick another port with {where}")
 
 
 def assemble(settings: Settings, partitions: int, web_port: int | None = None):

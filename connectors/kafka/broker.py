@@ -21,10 +21,10 @@ from aiokafka.errors import KafkaError
 from connectors.kafka.clients import make_consumer, make_producer
 from connectors.kafka.topics import ensure_topics, wait_for_broker
 from connectors.service import Service
-from streams.errors import BrokerError
+from streams.errors import BrokerError, os_reason
 from streams.settings import Settings, data_dir_error, open_log
 
-__all__ = ["EmbeddedBroker", "broker_binary", "free_port", "die_with_parent"]
+__all__ = ["EmbeddedBroker", "bind_refusal", "broker_binary", "free_port", "die_with_parent"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +47,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _check_port(port: int) -> None:
+def bind_refusal(host: str, port: int) -> str | None:
+    """Why a server could not listen on host:port now, in the system's words; None if it could.
+
+    Checked before a process starts, so a taken port is one line naming the flag to change,
+    not a failure halfway through a start. TIME_WAIT is not "taken" (SO_REUSEADDR, as the
+    servers themselves bind)."""
     with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "taken"
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            raise BrokerError(f"port {port} on 127.0.0.1 is taken; stop what uses it or pick "
-                              "another with --port or FRESHSTREAM_BROKER_PORT") from None
+            sock.bind((host, port))
+        except OSError as exc:
+            return os_reason(exc)
+    return None
+
+
+def _check_port(port: int) -> None:
+    if bind_refusal("127.0.0.1", port) is not None:
+        raise BrokerError(f"port {port} on 127.0.0.1 is taken; stop what uses it or pick "
+                          "another with --port or FRESHSTREAM_BROKER_PORT")
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
