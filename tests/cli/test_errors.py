@@ -119,11 +119,12 @@ def test_ctrl_c_while_waiting_for_the_broker_exits_130_quietly(quiet_env):
     # SIGINT's default handler set again: a child of a non-interactive shell may inherit it ignored
     code = ("import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "from connectors.cli.main import main\nprint('started', flush=True)\nsys.exit(main(['ingress']))\n")
-    process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **quiet_env}, text=True,
+    env = {**os.environ, **quiet_env, "FRESHSTREAM_BROKER_WAIT_SECONDS": "30"}  # a wide window to interrupt
+    process = subprocess.Popen([sys.executable, "-c", code], env=env, text=True,
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert process.stdout.readline() == "started\n"
-        time.sleep(0.5)  # inside the wait for the broker
+        time.sleep(0.5)  # not synchronisation: any moment of the 10 s wait will do, this one is past start-up
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
     finally:
