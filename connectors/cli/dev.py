@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
-import random
 import shlex
-import socket
 import sys
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
@@ -26,23 +22,22 @@ import orjson
 from connectors.cli import tail
 from connectors.cli.arguments import port, positive
 from connectors.cli.children import ChildProcess, Supervisor, child_environment, exit_text, last_error_line
+from connectors.cli.logs import log_to_files
 from connectors.cli.signals import until_signal_or
 from connectors.freshchat.feed import publish_group_names
 from connectors.ingress.service import IngressService
 from connectors.integrations.records import load_cipher, new_ingress_key, new_integration
 from connectors.integrations.registry import IntegrationStore, load_integrations
-from connectors.kafka.broker import EmbeddedBroker
+from connectors.kafka.broker import EmbeddedBroker, bind_refusal
 from connectors.kafka.topics import wait_for_broker
 from connectors.service import Service
-from connectors.simulation.chats import generate_chat
 from connectors.simulation.poster import post_scenario
-from connectors.simulation.scenario import DEFAULT_START, GROUPS, Scenario, build_scenario
-from streams.domain.contact import final_revisions
-from streams.errors import ChildError, SimulationError, UsageError, os_reason
+from connectors.simulation.scenario import GROUPS, compare_contacts, scenario_ending_now
+from streams.errors import ChildError, SimulationError, UsageError
 from streams.settings import Settings, data_dir_error
 
 __all__ = ["add_parser", "run_dev", "DEMO", "demo_curl", "ChildProcess", "child_environment",
-           "check_ports", "stack_settings", "scenario_ending_now", "compare_contacts"]
+           "check_ports", "stack_settings"]
 
 
 DEMO = "demo"
@@ -75,7 +70,7 @@ async def run_dev(args, settings: Settings) -> int:
     flags = {"ingress_port": args.port, "broker_port": args.broker_port, "worker_web_port": args.worker_port}
     settings = stack_settings(settings.replace(**{k: v for k, v in flags.items() if v is not None}))
     check_ports(settings)
-    restore_logging = _log_to_files(Path(settings.data_dir))
+    restore_logging = log_to_files(Path(settings.data_dir))
     started, watched = [], []
     try:
         if settings.embedded:
@@ -162,13 +157,9 @@ def check_ports(settings: Settings) -> None:
             raise UsageError(f"port {number} is given to both {seen[number]} and {flag}; "
                              f"pick another with {flag}")
         seen[number] = flag
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "taken"
-            try:
-                sock.bind((host, number))
-            except OSError as exc:
-                raise UsageError(f"port {number} is taken on {host} ({os_reason(exc)}); "
-                                 f"pick another with {flag}") from None
+        reason = bind_refusal(host, number)
+        if reason is not None:
+            raise UsageError(f"port {number} is taken on {host} ({reason}); pick another with {flag}")
 
 
 def _say(text: str) -> None:
@@ -195,91 +186,6 @@ async def _watch_broker(broker: EmbeddedBroker) -> None:
     raise ChildError(f"the embedded broker (pid {broker.process.pid}) exited with "
                      f"{exit_text(broker.process.returncode)}: {error}; its topics went with it, so start "
                      f"freshstream dev again (log: {broker.log_path})")
-
-
-class _TerminalFilter(logging.Filter):
-    """freshstream's own warnings reach the terminal, as one line; libraries' logs never do."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING and record.name.split(".")[0] in ("connectors", "streams")
-
-
-class _OneLine(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{self.formatTime(record, '%H:%M:%S')} {record.levelname.lower()}: {' '.join(record.getMessage().split())}"
-
-
-def _log_to_files(data_dir: Path):
-    """The in-process log (ingress, broker mirror, aiokafka) to dev.log and the access log to
-    access.log, both in the data dir, so the terminal stays readable; returns the undo."""
-    root, access = logging.getLogger(), logging.getLogger("freshstream.access")
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        main_log = logging.FileHandler(data_dir / "dev.log")
-        access_log = logging.FileHandler(data_dir / "access.log")
-    except OSError as exc:
-        raise data_dir_error(data_dir, exc) from None
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main_log.setFormatter(fmt)
-    access_log.setFormatter(fmt)
-    terminal = logging.StreamHandler(sys.stderr)
-    terminal.addFilter(_TerminalFilter())
-    terminal.setFormatter(_OneLine())
-    replaced = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
-                and not isinstance(h, logging.FileHandler) and h.stream in (sys.stderr, sys.stdout)]
-    for handler in replaced:
-        root.removeHandler(handler)
-    root.addHandler(main_log)
-    root.addHandler(terminal)
-    access.addHandler(access_log)
-    access.propagate = False
-
-    def restore() -> None:
-        for handler in (main_log, terminal):
-            root.removeHandler(handler)
-        for handler in replaced:
-            root.addHandler(handler)
-        access.removeHandler(access_log)
-        access.propagate = True
-        main_log.close()
-        access_log.close()
-    return restore
-
-
-def scenario_ending_now(integration: str, chats: int, seed: int = 1, now: datetime | None = None) -> Scenario:
-    """The simulated scenario moved so that its last event is about now: live metrics, lag in
-    seconds and "the last hour" then mean what they would in production.
-
-    Every time in a scenario is its start plus offsets drawn independently of it, so the
-    span measured from the same draws (build_scenario draws the chats first) fixes the start.
-    """
-    now = now or datetime.now(timezone.utc)
-    rng = random.Random(seed)
-    origin = int(DEFAULT_START.timestamp() * 1000)
-    last = max(event.time_ms for chat in (generate_chat(rng, index, origin) for index in range(chats))
-               for event in [e for cycle in chat.cycles for e in cycle] + chat.after_close)
-    return build_scenario(integration, chats, seed, start=now - timedelta(milliseconds=last - origin))
-
-
-UNCOMPARED = ("emitted_at", "revision", "retracted")  # what the worker adds to the simulator's contacts
-
-
-def compare_contacts(expected: list[dict], received) -> tuple[int, int]:
-    """(received, differing) of the expected contacts, each received one at its final revision.
-
-    A contact retracted at its final revision was not received; extras (a contact posted by
-    hand with the banner's curl) are not the simulator's to judge.
-    """
-    final = final_revisions(received)
-    got = differing = 0
-    for contact in expected:
-        record = final.get(contact["contact_id"])
-        if record is None or record.get("retracted", False):
-            continue
-        got += 1
-        if {k: v for k, v in record.items() if k not in UNCOMPARED} != contact:
-            differing += 1
-    return got, differing
 
 
 class _Simulation(Service):

@@ -18,11 +18,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 
 from streams.errors import SettingsError
-from streams.settings import ENV_PREFIX, Settings
+from streams.settings import ENV_PREFIX, Settings, data_dir_error
 
-__all__ = ["add_options", "configure_logging", "RepeatLimiter", "SERVICES"]
+__all__ = ["add_options", "configure_logging", "log_to_files", "RepeatLimiter", "SERVICES"]
 
 SERVICES = ("worker", "ingress", "broker")  # processes whose log is a file someone reads later
 LIBRARIES = ("aiokafka", "faust", "mode", "httpx", "httpcore")
@@ -111,3 +112,52 @@ def _level(name: str, source: str) -> int:
     if level is None:
         raise SettingsError(f"{source}={name!r}: use one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
     return level
+
+
+class _TerminalFilter(logging.Filter):
+    """freshstream's own warnings reach the terminal, as one line; libraries' logs never do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING and record.name.split(".")[0] in ("connectors", "streams")
+
+
+class _OneLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{self.formatTime(record, '%H:%M:%S')} {record.levelname.lower()}: {' '.join(record.getMessage().split())}"
+
+
+def log_to_files(data_dir: Path):
+    """The in-process log (ingress, broker mirror, aiokafka) to dev.log and the access log to
+    access.log, both in the data dir, so the terminal stays readable; returns the undo."""
+    root, access = logging.getLogger(), logging.getLogger("freshstream.access")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        main_log = logging.FileHandler(data_dir / "dev.log")
+        access_log = logging.FileHandler(data_dir / "access.log")
+    except OSError as exc:
+        raise data_dir_error(data_dir, exc) from None
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main_log.setFormatter(fmt)
+    access_log.setFormatter(fmt)
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.addFilter(_TerminalFilter())
+    terminal.setFormatter(_OneLine())
+    replaced = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
+                and not isinstance(h, logging.FileHandler) and h.stream in (sys.stderr, sys.stdout)]
+    for handler in replaced:
+        root.removeHandler(handler)
+    root.addHandler(main_log)
+    root.addHandler(terminal)
+    access.addHandler(access_log)
+    access.propagate = False
+
+    def restore() -> None:
+        for handler in (main_log, terminal):
+            root.removeHandler(handler)
+        for handler in replaced:
+            root.addHandler(handler)
+        access.removeHandler(access_log)
+        access.propagate = True
+        main_log.close()
+        access_log.close()
+    return restore

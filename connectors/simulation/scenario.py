@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import orjson
 
 from connectors.simulation.chats import AGENTS, GROUPS, SimChat, SimEvent, generate_chat
 from connectors.simulation.order import completions, disorder as disordered
 from connectors.simulation.shapes import iso, render
+from streams.domain.contact import final_revisions
 
 __all__ = ["GROUPS", "AGENTS", "UNDEFINED_QUEUE", "DEFAULT_START", "Delivery", "Scenario",
-           "build_scenario", "expected_contacts"]
+           "build_scenario", "expected_contacts", "scenario_ending_now", "compare_contacts"]
 
 UNDEFINED_QUEUE = "Undefined_Queue"
 DEFAULT_START = datetime(2024, 5, 6, 8, 0, tzinfo=timezone.utc)
@@ -175,3 +176,39 @@ def _message_counts(cycle: list[SimEvent]) -> dict[str, int]:
         if kind:
             counts[kind] += 1
     return counts
+
+
+def scenario_ending_now(integration: str, chats: int, seed: int = 1, now: datetime | None = None) -> Scenario:
+    """The simulated scenario moved so that its last event is about now: live metrics, lag in
+    seconds and "the last hour" then mean what they would in production.
+
+    Every time in a scenario is its start plus offsets drawn independently of it, so the
+    span measured from the same draws (build_scenario draws the chats first) fixes the start.
+    """
+    now = now or datetime.now(timezone.utc)
+    rng = random.Random(seed)
+    origin = int(DEFAULT_START.timestamp() * 1000)
+    last = max(event.time_ms for chat in (generate_chat(rng, index, origin) for index in range(chats))
+               for event in [e for cycle in chat.cycles for e in cycle] + chat.after_close)
+    return build_scenario(integration, chats, seed, start=now - timedelta(milliseconds=last - origin))
+
+
+UNCOMPARED = ("emitted_at", "revision", "retracted")  # what the worker adds to the simulator's contacts
+
+
+def compare_contacts(expected: list[dict], received) -> tuple[int, int]:
+    """(received, differing) of the expected contacts, each received one at its final revision.
+
+    A contact retracted at its final revision was not received; extras (a contact posted by
+    hand with the banner's curl) are not the simulator's to judge.
+    """
+    final = final_revisions(received)
+    got = differing = 0
+    for contact in expected:
+        record = final.get(contact["contact_id"])
+        if record is None or record.get("retracted", False):
+            continue
+        got += 1
+        if {k: v for k, v in record.items() if k not in UNCOMPARED} != contact:
+            differing += 1
+    return got, differing

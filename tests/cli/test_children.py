@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from connectors.cli.children import ChildProcess, Supervisor, last_error_line
-from connectors.cli.dev import check_ports, compare_contacts, scenario_ending_now
+from connectors.cli.dev import check_ports
+from connectors.simulation.scenario import compare_contacts, scenario_ending_now
 from streams.errors import ChildError, UsageError
 from streams.settings import Settings
 
