@@ -35,6 +35,12 @@ class Settings:
     groups_topic: str = "freshchat.groups"
     integrations_topic: str = "freshstream.integrations"
     health_topic: str = "freshstream.health"  # integration health, compacted (integrations status reads it)
+    intervals_topic: str = "freshchat.intervals"  # interval statistics, compacted (docs/intervals.md)
+    intervals_enabled: bool = True  # the worker maintains interval statistics
+    interval_minutes: int = 15  # 15, 30 or 60; UTC intervals aligned to the hour
+    interval_attribution: str = "started"  # a contact counts in the interval its cycle started, or "resolved"
+    sla_seconds: float = 60.0  # service level: share of handled contacts answered within this
+    interval_retention_days: float = 35.0  # intervals older than this (behind the newest) are no longer restated
     raw_retention_ms: int = 7 * 24 * 3600 * 1000
     produce_timeout: float = 10.0
     ingress_body_timeout_seconds: float = 10.0  # a request body must arrive whole within this
@@ -101,8 +107,18 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _boolean(raw: str) -> bool:
+    try:
+        return _BOOLEANS[raw.strip().lower()]
+    except KeyError:
+        raise ValueError(raw) from None
+
+
 def _coerce(f: dataclasses.Field, raw: str):
-    kind = {"int": int, "float": float, "Path": Path}.get(str(f.type))
+    kind = {"int": int, "float": float, "Path": Path, "bool": _boolean}.get(str(f.type))
     if kind is None:
         return raw
     try:

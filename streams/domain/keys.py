@@ -3,13 +3,16 @@
 The raw topic and the chat table share the chat key, so a chat's events and its state
 sit in the same partition; the contacts topic is keyed by queue, so every contact of a
 queue lands in one partition; a parked contact is keyed by its chat, so its changelog
-partition is its chat's. Pure: no I/O.
+partition is its chat's. The interval tables and the intervals topic are keyed by queue
+too (`<integration>/<queue>/...`), so an interval lives in its contacts' partition.
+Pure: no I/O.
 """
 
 from __future__ import annotations
 
 __all__ = ["chat_key", "split_chat_key", "pending_key", "chat_of_pending_key", "group_key", "split_group_key",
-           "contact_key", "split_contact_key", "contact_id"]
+           "contact_key", "split_contact_key", "contact_id", "interval_key", "split_interval_key",
+           "interval_member_key", "queue_of_interval_key"]
 
 _PENDING_SEP = b"\x00"  # a NUL never occurs in a chat key
 
@@ -61,3 +64,28 @@ def split_contact_key(key: bytes | None) -> tuple[str, str]:
 def contact_id(integration: str, conversation_id: str, cycle: int) -> str:
     """`<integration>:<conversation_id>:<cycle>`: deterministic, never reused for another cycle."""
     return f"{integration}:{conversation_id}:{cycle}"
+
+
+def interval_key(integration: str, queue: str, start: str) -> bytes:
+    """`<integration>/<queue>/<interval start>`: key of the intervals topic and table (start as ms_to_time)."""
+    return f"{integration}/{queue}/{start}".encode()
+
+
+def split_interval_key(key: bytes) -> tuple[str, str, str]:
+    """(integration, queue, interval start) of an interval key; the start holds no slash, a queue may."""
+    head, _, start = key.decode(errors="replace").rpartition("/")
+    integration, _, queue = head.partition("/")
+    return integration, queue, start
+
+
+def interval_member_key(integration: str, queue: str, contact: str) -> bytes:
+    """`<integration>/<queue> NUL <contact_id>`: which intervals of a queue may hold a contact."""
+    return contact_key(integration, queue) + _PENDING_SEP + contact.encode()
+
+
+def queue_of_interval_key(key: bytes) -> bytes:
+    """The contacts-topic key (`<integration>/<queue>`) an interval or member key belongs to:
+    it decides the partition, so an interval's state sits where its contacts arrive."""
+    if _PENDING_SEP in key:
+        return key.split(_PENDING_SEP, 1)[0]
+    return key.rsplit(b"/", 1)[0]

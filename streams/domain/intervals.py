@@ -1,0 +1,307 @@
+"""Interval statistics (docs/intervals.md): contacts summed per integration, queue and interval,
+restated whenever a contact revision changes them. Pure: the tables are plain mappings.
+
+Why each interval keeps its members (contact id -> the few numbers it contributes) rather than
+running sums: a revision must take back exactly what the previous revision added, and
+`max_wait_seconds` cannot be subtracted. The figures are summed from the members when the
+interval is written; an interval holds one queue's contacts of 15 minutes, a few hundred at most.
+
+Which intervals a contact may sit in is kept per contact (the member index, which only ever
+grows: a start moves only when a late event moves the cycle's start). Every state key remembers
+the offset of the last contacts record that changed it, and the contacts topic is read in
+offset order per partition, so a record replayed after a crash changes only the keys whose
+write did not survive: nothing is counted twice, nothing is lost, and the figures and revision
+numbers are a function of the contacts topic alone (replaying it from the beginning gives the
+same intervals).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Iterable, MutableMapping
+
+import orjson
+
+from streams.domain.contact import revision_order
+from streams.domain.keys import interval_key, interval_member_key, split_interval_key
+from streams.domain.times import ms_to_time, parse_time
+
+__all__ = ["ATTRIBUTIONS", "INTERVAL_MINUTES", "Member", "IntervalState", "IntervalAggregator", "member_of",
+           "interval_start", "figures", "build_interval", "group_by"]
+
+ATTRIBUTIONS = ("started", "resolved")
+INTERVAL_MINUTES = (15, 30, 60)
+_NO_WAIT = -1  # a member without a first response
+
+
+@dataclass(frozen=True)
+class Member:
+    """What one contact contributes to its interval; times in integer milliseconds, so sums are exact."""
+
+    offered: bool
+    handled: bool
+    duration_ms: int
+    wait_ms: int | None
+    outcome: str
+    group_id: str | None
+
+    def dump(self) -> list:
+        return [int(self.offered), int(self.handled), self.duration_ms,
+                _NO_WAIT if self.wait_ms is None else self.wait_ms, self.outcome, self.group_id]
+
+    @classmethod
+    def load(cls, raw: list) -> "Member":
+        offered, handled, duration, wait, outcome, group = raw
+        return cls(bool(offered), bool(handled), duration, None if wait == _NO_WAIT else wait, outcome, group)
+
+
+def member_of(contact: dict) -> Member | None:
+    """A live contact's contribution; None for a retraction."""
+    if contact.get("retracted"):
+        return None
+    wait = contact.get("wait_seconds")
+    return Member(bool(contact.get("offered")), bool(contact.get("handled")),
+                  round(float(contact.get("duration_seconds") or 0) * 1000),
+                  None if wait is None else round(float(wait) * 1000), contact.get("outcome") or "resolved",
+                  contact.get("group_id"))
+
+
+def interval_start(contact: dict, minutes: int, attribution: str) -> int | None:
+    """Epoch ms of the interval the contact counts in: the one its cycle started in (or was resolved in)."""
+    at = parse_time(contact.get("started_at" if attribution == "started" else "resolved_at"))
+    if at is None:
+        return None
+    length = minutes * 60_000
+    return at - at % length
+
+
+@dataclass
+class IntervalState:
+    """One interval's members, its revision (changes so far) and the last contacts offset that changed it."""
+
+    revision: int = 0
+    offset: int = -1
+    members: dict[str, list] = field(default_factory=dict)
+
+    def dumps(self) -> bytes:
+        return orjson.dumps({"r": self.revision, "o": self.offset, "m": self.members})
+
+    @classmethod
+    def loads(cls, raw: bytes | None) -> "IntervalState":
+        if raw is None:
+            return cls()
+        data = orjson.loads(raw)
+        return cls(data["r"], data["o"], data["m"])
+
+    def put(self, contact: str, member: Member | None) -> bool:
+        """Set (or, with None, remove) a contact's part; True when that changed the interval."""
+        if member is None:
+            return self.members.pop(contact, None) is not None
+        dumped = member.dump()
+        if self.members.get(contact) == dumped:
+            return False
+        self.members[contact] = dumped
+        return True
+
+
+def figures(members: Iterable[Member], sla_ms: int) -> dict:
+    """The interval's figures, as docs/intervals.md defines them; averages over handled contacts."""
+    contacts = offered = handled = unanswered = within = expired = 0
+    handle_ms = answer_ms = 0
+    max_wait: int | None = None
+    outcomes: dict[str, int] = {}
+    for m in members:
+        contacts += 1
+        outcomes[m.outcome] = outcomes.get(m.outcome, 0) + 1
+        expired += m.outcome == "expired"
+        offered += m.offered
+        if m.handled:
+            handled += 1
+            handle_ms += m.duration_ms
+            answer_ms += m.wait_ms or 0
+            within += m.wait_ms is not None and m.wait_ms <= sla_ms
+        elif m.offered:
+            unanswered += 1
+        if m.offered:
+            waited = (m.wait_ms or 0) if m.handled else m.duration_ms  # an unanswered chat waited until it closed
+            max_wait = waited if max_wait is None else max(max_wait, waited)
+    per_handled = (lambda total: round(total / handled / 1000, 3)) if handled else (lambda total: None)
+    return {
+        "contacts": contacts, "offered": offered, "handled": handled, "unanswered": unanswered,
+        "handle_seconds_total": handle_ms / 1000, "aht_seconds": per_handled(handle_ms),
+        "answer_seconds_total": answer_ms / 1000, "asa_seconds": per_handled(answer_ms),
+        "max_wait_seconds": None if max_wait is None else max_wait / 1000,
+        "sla_seconds": sla_ms / 1000, "within_sla": within,
+        "service_level": round(within / handled, 4) if handled else None,
+        "expired": expired, "outcomes": dict(sorted(outcomes.items())),
+    }
+
+
+def build_interval(integration: str, queue: str, start_ms: int, minutes: int, attribution: str,
+                   state: IntervalState, sla_ms: int, updated_at_ms: int) -> dict:
+    """The record written to the intervals topic (schemas/interval.schema.json)."""
+    members = [Member.load(raw) for raw in state.members.values()]
+    groups = sorted({m.group_id for m in members if m.group_id})
+    return {"v": 1, "integration": integration, "queue": queue, "interval_start": ms_to_time(start_ms),
+            "interval_minutes": minutes, "attribution": attribution, "revision": state.revision,
+            "updated_at": ms_to_time(updated_at_ms), **figures(members, sla_ms), "group_ids": groups}
+
+
+def group_by(contacts: Iterable[dict], minutes: int, attribution: str, sla_ms: int) -> dict[tuple, dict]:
+    """The figures straight from final contacts, (integration, queue, start ms) -> figures: what the
+    aggregator must agree with (tests, bench) and what a consumer can recompute."""
+    buckets: dict[tuple, list[Member]] = {}
+    for contact in contacts:
+        member = member_of(contact)
+        start = interval_start(contact, minutes, attribution) if member else None
+        if start is not None:
+            buckets.setdefault((contact["integration"], contact["queue"], start), []).append(member)
+    return {key: figures(members, sla_ms) for key, members in buckets.items()}
+
+
+Emit = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
+
+
+class IntervalAggregator:
+    """Applies batches of contacts-topic records to the interval and member tables and emits
+    the intervals they changed.
+
+    Order of a batch: the changed intervals are sent (and acknowledged) before their states are
+    written, and the writes are acknowledged (`flush`) before the batch counts as done. A crash
+    before the writes repeats the same records (same revisions, same figures); a crash after
+    some of them leaves those keys ahead, and their offsets make the replay skip them.
+    """
+
+    def __init__(self, *, intervals: MutableMapping[bytes, bytes], members: MutableMapping[bytes, bytes],
+                 emit: Emit, minutes: int = 15, attribution: str = "started", sla_seconds: float = 60.0,
+                 clock: Callable[[], float], flush: Callable[[], Awaitable[None]] | None = None,
+                 retention_ms: int = 35 * 86_400_000,
+                 on_skip: Callable[[str], None] = lambda reason: None) -> None:
+        if minutes not in INTERVAL_MINUTES or attribution not in ATTRIBUTIONS:
+            raise ValueError(f"interval of {minutes} min attributed by {attribution!r}")
+        self.intervals, self.members, self.emit, self.flush = intervals, members, emit, flush
+        self.minutes, self.attribution, self.sla_ms = minutes, attribution, round(sla_seconds * 1000)
+        self.clock, self.on_skip, self.retention_ms = clock, on_skip, retention_ms
+        self.newest: int | None = None  # the latest interval start seen: the horizon trails it by the retention
+        self.written: dict[tuple[str, str], dict[int, dict]] = {}  # (integration, queue) -> start -> record
+
+    async def process(self, records: Iterable[tuple[bytes | None, bytes, int]]) -> list[dict]:
+        """Apply (key, value, offset) records of one contacts partition in offset order; returns the
+        interval records emitted."""
+        states: dict[bytes, IntervalState] = {}
+        index: dict[bytes, dict] = {}
+        changed_index: set[bytes] = set()
+        dirty: dict[bytes, tuple[str, str, int]] = {}
+        for _key, value, offset in records:
+            contact = self._contact(value)
+            if contact is not None:
+                self._apply(contact, offset, states, index, changed_index, dirty)
+        if not dirty and not changed_index:
+            return []
+        now = int(self.clock() * 1000)
+        out = [build_interval(integration, queue, start, self.minutes, self.attribution, states[key], self.sla_ms,
+                              now) for key, (integration, queue, start) in dirty.items()]
+        if out:
+            await self.emit([(interval_key(r["integration"], r["queue"], r["interval_start"]), orjson.dumps(r))
+                             for r in out])
+        for key in dirty:
+            self.intervals[key] = states[key].dumps()
+        for key in changed_index:
+            self.members[key] = orjson.dumps(index[key])
+        if self.flush is not None:
+            await self.flush()
+        for record in out:
+            self.written.setdefault((record["integration"], record["queue"]), {})[
+                parse_time(record["interval_start"])] = record
+        return out
+
+    def _contact(self, value: bytes) -> dict | None:
+        try:
+            contact = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            self.on_skip("invalid_json")
+            return None
+        if not isinstance(contact, dict) or contact.get("v") != 1 or not contact.get("contact_id") \
+                or not contact.get("integration") or not contact.get("queue"):
+            self.on_skip("not_a_contact")
+            return None
+        return contact
+
+    def _apply(self, contact: dict, offset: int, states, index, changed_index, dirty) -> None:
+        integration, queue, contact_id = contact["integration"], contact["queue"], contact["contact_id"]
+        member = member_of(contact)
+        target = interval_start(contact, self.minutes, self.attribution) if member else None
+        if member is not None and target is None:
+            self.on_skip("no_time")
+            return
+        if target is not None:
+            if target < self.horizon():
+                self.on_skip("too_old")
+                return  # its interval's members were forgotten: it can no longer be restated
+            self.newest = target if self.newest is None else max(self.newest, target)
+        mkey = interval_member_key(integration, queue, contact_id)
+        known = index.get(mkey)
+        if known is None:
+            raw = self.members.get(mkey)
+            known = index[mkey] = orjson.loads(raw) if raw is not None else {"r": 0, "e": "", "s": []}
+        order = revision_order(contact)
+        if (known["r"], known["e"]) > order:
+            self.on_skip("older_revision")
+            return  # an older revision arriving after a newer one changes nothing
+        starts = {s for s in known["s"] if s >= self.horizon()} | ({target} if target is not None else set())
+        for start in sorted(starts):
+            key = interval_key(integration, queue, ms_to_time(start))
+            state = states.get(key)
+            if state is None:
+                state = states[key] = IntervalState.loads(self.intervals.get(key))
+            if state.offset >= offset:
+                continue  # this record's change to that interval survived a crash: applied already
+            if state.put(contact_id, member if start == target else None):
+                state.revision += 1
+                state.offset = offset
+                dirty[key] = (integration, queue, start)
+        updated = {"r": order[0], "e": order[1], "s": sorted(starts)}
+        if updated != known:
+            index[mkey] = updated
+            changed_index.add(mkey)
+
+    def horizon(self) -> int:
+        """Intervals starting before this are forgotten (and contacts counting in them skipped)."""
+        return -1 if self.newest is None else self.newest - self.retention_ms
+
+    def prune(self) -> int:
+        """Forget intervals older than the horizon, with the member entries of their contacts;
+        returns how many. Their records stay on the intervals topic, final."""
+        horizon, dropped = self.horizon(), 0
+        if horizon < 0:
+            return 0
+        for key in [k for k in list(self.intervals.keys()) if _start_of(k) < horizon]:
+            integration, queue, _ = split_interval_key(key)
+            for contact_id in IntervalState.loads(self.intervals.get(key)).members:
+                mkey = interval_member_key(integration, queue, contact_id)
+                raw = self.members.get(mkey)
+                if raw is not None and all(start < horizon for start in orjson.loads(raw)["s"]):
+                    del self.members[mkey]
+            del self.intervals[key]
+            dropped += 1
+        return dropped
+
+    def recent(self, now_ms: int) -> Iterable[tuple[str, dict]]:
+        """("current" | "previous", record) of the intervals written since start that hold now or
+        the interval before; older ones are forgotten here (the tables keep them)."""
+        length = self.minutes * 60_000
+        current = now_ms - now_ms % length
+        labels = {current: "current", current - length: "previous"}
+        for starts in self.written.values():
+            for start in [s for s in starts if s < current - length]:
+                del starts[start]
+            for start, record in starts.items():
+                if start in labels:
+                    yield labels[start], record
+
+
+
+
+def _start_of(key: bytes) -> int:
+    start = parse_time(split_interval_key(key)[2])
+    return -1 if start is None else start
