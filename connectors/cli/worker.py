@@ -21,6 +21,7 @@ from connectors.kafka.topics import ensure_topics, partition_count, wait_for_bro
 from streams.domain.group_names import GroupNames
 from streams.errors import UsageError
 from streams.metrics import CallbackGauge
+from streams.errors import SettingsError
 from streams.settings import Settings, data_dir_error
 
 __all__ = ["add_parser", "run_worker", "assemble"]
@@ -131,4 +132,12 @@ async def _prepare(settings: Settings) -> int:
     with broker_errors(settings):
         await wait_for_broker(settings, timeout=settings.broker_wait_seconds)
         await ensure_topics(settings)
-        return await partition_count(settings, settings.raw_topic)
+        partitions = await partition_count(settings, settings.raw_topic)
+        if settings.intervals_enabled:
+            contacts = await partition_count(settings, settings.contacts_topic)
+            if contacts != partitions:
+                raise SettingsError(
+                    f"{settings.contacts_topic} has {contacts} partitions and {settings.raw_topic} {partitions}: "
+                    "the interval statistics keep their state in the contacts' partitions, so the two must "
+                    "match (recreate one, or set FRESHSTREAM_INTERVALS_ENABLED=off)")
+        return partitions

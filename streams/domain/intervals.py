@@ -17,6 +17,7 @@ same intervals).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Iterable, MutableMapping
 
@@ -184,10 +185,15 @@ class IntervalAggregator:
         self.clock, self.on_skip, self.retention_ms = clock, on_skip, retention_ms
         self.newest: int | None = None  # the latest interval start seen: the horizon trails it by the retention
         self.written: dict[tuple[str, str], dict[int, dict]] = {}  # (integration, queue) -> start -> record
+        self._lock = asyncio.Lock()  # a batch reads states, awaits, then writes them: prune must not cut in
 
     async def process(self, records: Iterable[tuple[bytes | None, bytes, int]]) -> list[dict]:
         """Apply (key, value, offset) records of one contacts partition in offset order; returns the
         interval records emitted."""
+        async with self._lock:
+            return await self._process(records)
+
+    async def _process(self, records) -> list[dict]:
         states: dict[bytes, IntervalState] = {}
         index: dict[bytes, dict] = {}
         changed_index: set[bytes] = set()
@@ -269,9 +275,13 @@ class IntervalAggregator:
         """Intervals starting before this are forgotten (and contacts counting in them skipped)."""
         return -1 if self.newest is None else self.newest - self.retention_ms
 
-    def prune(self) -> int:
+    async def prune(self) -> int:
         """Forget intervals older than the horizon, with the member entries of their contacts;
         returns how many. Their records stay on the intervals topic, final."""
+        async with self._lock:
+            return self._prune()
+
+    def _prune(self) -> int:
         horizon, dropped = self.horizon(), 0
         if horizon < 0:
             return 0

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from streams.domain.chat import ChatState
 from streams.domain.contact import UNDEFINED_QUEUE
 from streams.domain.keys import split_chat_key
-from streams.metrics import MetricSet
+from streams.metrics import CallbackGauge, MetricSet
 
 __all__ = ["WorkerMetrics", "OpenChatCensus"]
 
@@ -58,7 +60,22 @@ class WorkerMetrics(MetricSet):
         self.oldest_open_chat = Gauge(
             "freshstream_worker_oldest_open_chat_seconds", "Now minus the start of the oldest open cycle.",
             (), registry=registry)
+        self.intervals_written = Counter(
+            "freshstream_worker_interval_records_total",
+            "Interval records written to the intervals topic (first figures and restatements).",
+            (), registry=registry)
+        self.interval_skipped = Counter(
+            "freshstream_worker_interval_skipped_total",
+            "Contacts-topic records the interval statistics did not count, by reason (older_revision, "
+            "too_old, no_time, not_a_contact, invalid_json).",
+            ["reason"], registry=registry)
         self._verdicts: dict[tuple[str, str], object] = {}
+
+    def watch_intervals(self, aggregator) -> None:
+        """Offered, handled, AHT and service level per queue for the current and the previous
+        interval (wall clock), from what this worker wrote since it started."""
+        for name, field, text in _INTERVAL_GAUGES:
+            self.add(CallbackGauge(name, text, _interval_samples(aggregator, field)))
 
     def count_event(self, kind: str, verdict: str) -> None:
         """One event by kind and verdict: the one series moved for every event, so its label
@@ -67,6 +84,25 @@ class WorkerMetrics(MetricSet):
         if child is None:
             child = self._verdicts[(kind, verdict)] = self.events.labels(kind, verdict)
         child.inc()
+
+
+_INTERVAL_GAUGES = [
+    ("freshstream_interval_offered", "offered", "Contacts offered in the current or previous interval, per queue."),
+    ("freshstream_interval_handled", "handled", "Contacts handled in the current or previous interval, per queue."),
+    ("freshstream_interval_aht_seconds", "aht_seconds",
+     "Average handle time of the interval's handled contacts, per queue (absent without handled contacts)."),
+    ("freshstream_interval_service_level", "service_level",
+     "Share of the interval's handled contacts answered within FRESHSTREAM_SLA_SECONDS, per queue."),
+]
+
+
+def _interval_samples(aggregator, field: str):
+    def samples():
+        for label, record in aggregator.recent(int(time.time() * 1000)):
+            if record[field] is not None:
+                yield {"integration": record["integration"], "queue": record["queue"], "interval": label}, \
+                    record[field]
+    return samples
 
 
 class OpenChatCensus:

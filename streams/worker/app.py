@@ -15,6 +15,7 @@ import importlib.util
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 
 import faust
@@ -23,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from streams.domain.group_names import GroupNames
-from streams.domain.keys import chat_of_pending_key
+from streams.domain.intervals import ATTRIBUTIONS, INTERVAL_MINUTES, IntervalAggregator
+from streams.domain.keys import chat_of_pending_key, queue_of_interval_key
 from streams.domain.metrics import WorkerMetrics
 from streams.domain.processor import ContactProcessor
 from streams.errors import SettingsError
@@ -58,6 +60,7 @@ class WorkerParts:
     names: GroupNames
     metrics: WorkerMetrics
     edges: WorkerEdges
+    intervals: IntervalAggregator | None = None  # None when FRESHSTREAM_INTERVALS_ENABLED is off
 
 
 def check_settings(settings: Settings) -> None:
@@ -69,6 +72,11 @@ def check_settings(settings: Settings) -> None:
     if scheme == "rocksdb" and importlib.util.find_spec("rocksdict") is None:
         raise SettingsError("FRESHSTREAM_WORKER_STORE=rocksdb:// needs rocksdict: install it with "
                             "pip install -e '.[rocksdb]', or use memory://")
+    if settings.interval_minutes not in INTERVAL_MINUTES:
+        raise SettingsError(f"FRESHSTREAM_INTERVAL_MINUTES={settings.interval_minutes}: use 15, 30 or 60")
+    if settings.interval_attribution not in ATTRIBUTIONS:
+        raise SettingsError(f"FRESHSTREAM_INTERVAL_ATTRIBUTION={settings.interval_attribution!r}: use started "
+                            "(the interval the cycle started in) or resolved")
     if settings.processing_guarantee not in ("at_least_once", "exactly_once"):
         raise SettingsError(f"FRESHSTREAM_PROCESSING_GUARANTEE={settings.processing_guarantee!r}: use "
                             "at_least_once or exactly_once (exactly_once needs real Kafka)")
@@ -156,6 +164,8 @@ def build_app(settings: Settings, partitions: int, web_port: int, edges: WorkerE
     async def expire_idle():
         await processor.expire_idle()
 
+    aggregator = _interval_statistics(app, settings, partitions, edges, metrics) if settings.intervals_enabled else None
+
     @app.task
     async def background():
         for service in edges.services:
@@ -181,7 +191,52 @@ def build_app(settings: Settings, partitions: int, web_port: int, edges: WorkerE
         ready = app.tables.recovery.completed.is_set() and not app.rebalancing
         return web_view.json({"ready": ready}, status=200 if ready else 503)
 
-    return WorkerParts(app, processor, names, metrics, edges)
+    return WorkerParts(app, processor, names, metrics, edges, aggregator)
+
+
+def _interval_statistics(app: faust.App, settings: Settings, partitions: int, edges: WorkerEdges,
+                         metrics: WorkerMetrics) -> IntervalAggregator:
+    """The second agent (docs/intervals.md): it reads the contacts the first one writes, so
+    its state sits in the contacts' partition (the queue's), and a move between queues is a
+    retraction in one partition and a contact in another, each applied where it lands."""
+    contacts = app.topic(settings.contacts_topic, key_serializer="raw", value_serializer="raw")
+    tables = [app.Table(name, partitions=partitions, key_type=bytes, value_type=bytes)
+              for name in ("intervals", "interval_members")]
+    for table in tables:
+        table.partition_key = queue_of_interval_key
+        table.tail_consumer = edges.tail_consumer
+
+    async def emit(records: list[tuple[bytes, bytes]]) -> None:
+        futures = [await app.producer.send(settings.intervals_topic, key, value,
+                                           partition_of(queue_of_interval_key(key), partitions), None, None)
+                   for key, value in records]
+        await asyncio.gather(*futures)
+        metrics.intervals_written.inc(len(records))
+
+    aggregator = IntervalAggregator(
+        intervals=tables[0], members=tables[1], emit=emit, minutes=settings.interval_minutes,
+        attribution=settings.interval_attribution, sla_seconds=settings.sla_seconds, clock=time.time,
+        flush=lambda: _acked(*tables), retention_ms=int(settings.interval_retention_days * 86_400_000),
+        on_skip=lambda reason: metrics.interval_skipped.labels(reason).inc())
+    metrics.watch_intervals(aggregator)
+
+    @app.agent(contacts)
+    async def intervals(stream):
+        async for events in stream.take_events(settings.worker_batch_size, within=0.05):
+            by_partition: dict[int, list] = {}
+            for e in events:
+                by_partition.setdefault(e.message.partition, []).append((e.key, e.value, e.message.offset))
+            for records in by_partition.values():
+                await aggregator.process(records)
+
+    @app.timer(3600.0)
+    async def forget_old_intervals():
+        dropped = await aggregator.prune()
+        if dropped:
+            logger.info("forgot %d intervals older than %s days; their last records stay on %s", dropped,
+                        settings.interval_retention_days, settings.intervals_topic)
+
+    return aggregator
 
 
 async def _acked(*tables: KeyPartitionedTable) -> None:

@@ -4,7 +4,8 @@ end to end through ingress and worker processes, with the worker SIGKILLed mid-r
 Two integrations receive the same simulated chats (same seed): `ordered` in time order,
 `adversarial` with `--disorder` (the next cycle before the close that ended the previous
 one, events after their own close, whole chats shuffled, resolutions retried while a later
-cycle is open). Folded as a consumer folds them (streams.domain.contact.revision_order), the two
+cycle is open). The interval statistics on the intervals topic must equal a group-by of the
+final contacts, through the kill too. Folded as a consumer folds them (streams.domain.contact.revision_order), the two
 contact streams must be equal field by field but for `integration`, `emitted_at` and
 `revision`, and equal to the simulator's expectation; no contact's revision may go down
 under any queue's key, across the kill included, and a revision number written twice (a
@@ -23,6 +24,7 @@ from connectors.replay import ReplayWindow, replay
 from connectors.simulation.poster import post_scenario
 from connectors.simulation.scenario import GROUPS, build_scenario
 from streams.domain.contact import final_revisions as folded
+from tests.interval_records import expected_intervals, final_intervals
 from tests.kafka_records import SECRETS, put_integration, read_topic, wait_until
 from tests.processes import IngressProcess, WorkerProcess
 
@@ -89,6 +91,17 @@ def test_adversarial_delivery_with_a_worker_kill_gives_the_in_order_contacts(loo
             return all(comparable(final, name) == expected for name in ("ordered", "adversarial"))
 
         wait_until(settled, timeout=120, interval=1.0, what="both integrations' folded contacts as expected")
+        final_contacts = list(folded(orjson.loads(r.value) for r in records).values())
+        intervals = {}
+
+        def summed() -> bool:  # the interval statistics, through the same kill, agree with the contacts
+            intervals.clear()
+            intervals.update(final_intervals(loop_thread.run(
+                read_topic(settings, settings.intervals_topic, 10**9, timeout=2))))
+            return intervals == expected_intervals(final_contacts, settings)
+
+        wait_until(summed, timeout=60, interval=1.0, what="intervals equal to the group-by of the final contacts")
+        assert len({key[:2] for key in intervals}) >= 2 * len(GROUPS) - 2, intervals.keys()  # queues of both
     finally:
         for process in workers:
             process.stop()
