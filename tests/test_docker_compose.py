@@ -74,7 +74,9 @@ def test_prometheus_scrapes_both_services_and_grafana_is_provisioned():
                    "freshstream_worker_lag_seconds", "freshstream_worker_emission_delay_seconds_bucket",
                    "freshstream_worker_open_chats", "freshstream_worker_recovery_remaining",
                    "freshstream_integration_status", "freshstream_ingress_last_accepted_timestamp_seconds",
-                   "freshstream_worker_revisions_total", "freshstream_worker_retractions_total"):
+                   "freshstream_worker_revisions_total", "freshstream_worker_retractions_total",
+                   "freshstream_interval_offered", "freshstream_interval_handled", "freshstream_interval_aht_seconds",
+                   "freshstream_interval_service_level"):
         assert series in exprs, f"the dashboard has no panel for {series}"
     source = " ".join(path.read_text() for folder in ("connectors", "streams") for path in (ROOT / folder).rglob("*.py"))
     for series in set(re.findall(r"freshstream_[a-z_]+", exprs)):

@@ -43,3 +43,38 @@ def test_two_sets_in_one_process_do_not_clash():
     for metrics in (first, second):
         Counter("x_events_total", "Events.", registry=metrics.registry).inc()
     assert first.value("x_events_total") == second.value("x_events_total") == 1
+
+
+def test_interval_gauges_show_the_current_and_previous_interval_per_queue():
+    import asyncio
+
+    import orjson
+
+    from streams.domain.intervals import IntervalAggregator
+    from streams.domain.metrics import WorkerMetrics
+    from tests.contact_records import contact
+
+    now = [1714986000.0 + 20 * 60]  # 2024-05-06T09:20Z: the current interval is 09:15, the previous 09:00
+    aggregator = IntervalAggregator(intervals={}, members={}, emit=lambda records: asyncio.sleep(0),
+                                    clock=lambda: now[0])
+    metrics = WorkerMetrics()
+    metrics.watch_intervals(aggregator)
+    records = [contact("c1", 1, "Support", "2024-05-06T09:30:00.000Z"),
+               {**contact("c2", 1, "Support", "2024-05-06T09:30:00.000Z"), "started_at": "2024-05-06T09:16:00.000Z",
+                "handled": False, "wait_seconds": None},
+               {**contact("c3", 1, "Sales", "2024-05-06T09:30:00.000Z"), "started_at": "2024-05-06T08:40:00.000Z"}]
+    asyncio.run(aggregator.process([(None, orjson.dumps(r), n) for n, r in enumerate(records)]))
+
+    def value(name, queue, interval):
+        return metrics.value(name, integration="acme", queue=queue, interval=interval)
+
+    assert value("freshstream_interval_offered", "Support", "previous") == 1  # c1 started 09:00
+    assert value("freshstream_interval_offered", "Support", "current") == 1  # c2 started 09:16
+    assert value("freshstream_interval_handled", "Support", "current") == 0
+    assert value("freshstream_interval_aht_seconds", "Support", "previous") == 600.0
+    assert value("freshstream_interval_service_level", "Support", "previous") == 1.0
+    assert "Sales" not in metrics.render().decode()  # 08:30 is older than the previous interval
+    now[0] += 15 * 60  # 09:35: 09:15 is now the previous interval, 09:00 gone
+    assert value("freshstream_interval_offered", "Support", "previous") == 1
+    assert value("freshstream_interval_offered", "Support", "current") == 0
+    assert 'interval="current"' not in metrics.render().decode()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import Counter, Gauge, Histogram
 
 from streams.domain.chat import ChatState
@@ -98,7 +96,7 @@ _INTERVAL_GAUGES = [
 
 def _interval_samples(aggregator, field: str):
     def samples():
-        for label, record in aggregator.recent(int(time.time() * 1000)):
+        for label, record in aggregator.recent(int(aggregator.clock() * 1000)):
             if record[field] is not None:
                 yield {"integration": record["integration"], "queue": record["queue"], "interval": label}, \
                     record[field]

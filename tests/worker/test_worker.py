@@ -105,6 +105,17 @@ def test_documented_webhook_shapes_give_two_cycles(loop_thread, settings, ingres
         assert_valid("contact", contact)
     records = loop_thread.run(read_topic(settings, settings.contacts_topic, 2, timeout=1))
     assert {r.key for r in records} == {b"acme/Customer Support"} and len({r.partition for r in records}) == 1
+    # each cycle counts in the 15 minutes it started in, on the contacts' partition
+    intervals = loop_thread.run(read_topic(settings, settings.intervals_topic, 2, timeout=30))
+    assert sorted(r.key for r in intervals) == [b"acme/Customer Support/2024-05-06T09:00:00.000Z",
+                                                b"acme/Customer Support/2024-05-07T08:00:00.000Z"]
+    assert {r.partition for r in intervals} == {records[0].partition}
+    day_one = min(values(intervals), key=lambda v: v["interval_start"])
+    assert_valid("interval", day_one)
+    assert {k: day_one[k] for k in ("revision", "contacts", "offered", "handled", "unanswered", "handle_seconds_total",
+                                    "answer_seconds_total", "max_wait_seconds", "within_sla", "group_ids")} == {
+        "revision": 1, "contacts": 1, "offered": 1, "handled": 1, "unanswered": 0, "handle_seconds_total": 598.82,
+        "answer_seconds_total": 148.82, "max_wait_seconds": 148.82, "within_sla": 0, "group_ids": ["g-support"]}
 
 
 def app_event(event, timestamp, data):
