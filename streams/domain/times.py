@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 
 __all__ = ["parse_time", "format_time", "utc_now_text", "ms_to_time", "parse_operator_time", "format_duration",
-           "ms_to_short_time"]
+           "ms_to_short_time", "ms_to_zone_time", "ms_to_zone_label"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MIN_MS, _MAX_MS = 946_684_800_000, 4_102_444_800_000  # 2000-01-01 .. 2100-01-01
@@ -125,6 +125,22 @@ def ms_to_short_time(ms: int) -> str:
     """ms_to_time without ".000" on whole seconds: what an operator typed reads back the same."""
     text = ms_to_time(ms)
     return text[:-5] + "Z" if text.endswith(".000Z") else text
+
+
+def ms_to_zone_time(ms: int, zone: tzinfo) -> str:
+    """RFC 3339 in a zone, with that moment's offset (`2024-10-27T02:15:00+01:00`): for people
+    reading local time beside the UTC that freshstream writes; milliseconds only when not whole."""
+    moment = _EPOCH + timedelta(milliseconds=ms)
+    return moment.astimezone(zone).isoformat(timespec="seconds" if ms % 1000 == 0 else "milliseconds")
+
+
+def ms_to_zone_label(ms: int, zone: tzinfo | None) -> str:
+    """A minute for a table: `2024-05-06 09:15Z` in UTC (zone None), else local with the offset,
+    `2024-10-27 02:15+02:00`, so the two 02:15 of a night the clocks go back stay apart."""
+    moment = _EPOCH + timedelta(milliseconds=ms - ms % 60_000)
+    if zone is None:
+        return moment.strftime("%Y-%m-%d %H:%MZ")
+    return moment.astimezone(zone).isoformat(sep=" ", timespec="minutes")
 
 
 def format_duration(ms: int) -> str:

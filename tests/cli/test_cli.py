@@ -104,7 +104,7 @@ def test_broker_port_taken_is_a_clear_error(broker, tmp_path):
 
 
 def test_every_verb_has_help():
-    for verb in (["dev"], ["broker"], ["ingress"], ["integrations"], ["integrations", "add"]):
+    for verb in (["dev"], ["broker"], ["ingress"], ["intervals"], ["integrations"], ["integrations", "add"]):
         result = subprocess.run([sys.executable, "-m", "connectors.cli", *verb, "--help"],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and "usage: freshstream" in result.stdout

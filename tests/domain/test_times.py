@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from streams.domain.times import format_duration, ms_to_short_time, parse_operator_time, parse_time
+from zoneinfo import ZoneInfo
+
+from streams.domain.times import (format_duration, ms_to_short_time, ms_to_zone_label, ms_to_zone_time,
+                                  parse_operator_time, parse_time)
 
 NOW = parse_time("2026-12-01T10:30:00Z")
 
@@ -34,3 +37,14 @@ def test_a_time_without_a_zone_or_not_a_time_is_refused_saying_how_to_write_one(
                                       (2 * 86_400_000 + 4 * 3_600_000 + 59_000, "2 d 4 h"), (250, "250 ms")])
 def test_durations_read_as_people_say_them(ms, text):
     assert format_duration(ms) == text
+
+
+def test_local_labels_carry_their_offset_so_a_night_the_clocks_go_back_has_no_repeated_label():
+    berlin = ZoneInfo("Europe/Berlin")
+    starts = [parse_time(f"2024-10-27T{h:02d}:{m:02d}:00Z") for h in (0, 1) for m in (0, 15, 30, 45)]
+    labels = [ms_to_zone_label(ms, berlin) for ms in starts]
+    assert labels[1] == "2024-10-27 02:15+02:00" and labels[5] == "2024-10-27 02:15+01:00"
+    assert len(set(labels)) == len(labels)
+    assert ms_to_zone_label(starts[1], None) == "2024-10-27 00:15Z"
+    assert ms_to_zone_time(starts[5], berlin) == "2024-10-27T02:15:00+01:00"
+    assert ms_to_zone_time(starts[5] + 250, berlin) == "2024-10-27T02:15:00.250+01:00"
