@@ -15,6 +15,10 @@ re-send after the kill) must carry the same contact both times.
 from __future__ import annotations
 
 import collections
+import csv
+import re
+import subprocess
+import sys
 
 import orjson
 import pytest
@@ -24,9 +28,10 @@ from connectors.replay import ReplayWindow, replay
 from connectors.simulation.poster import post_scenario
 from connectors.simulation.scenario import GROUPS, build_scenario
 from streams.domain.contact import final_revisions as folded
+from streams.domain.times import ms_to_short_time, parse_time
 from tests.interval_records import expected_intervals, final_intervals
 from tests.kafka_records import SECRETS, put_integration, read_topic, wait_until
-from tests.processes import IngressProcess, WorkerProcess
+from tests.processes import IngressProcess, WorkerProcess, settings_env
 
 pytestmark = pytest.mark.integration
 CHATS = 400
@@ -102,6 +107,7 @@ def test_adversarial_delivery_with_a_worker_kill_gives_the_in_order_contacts(loo
 
         wait_until(summed, timeout=60, interval=1.0, what="intervals equal to the group-by of the final contacts")
         assert len({key[:2] for key in intervals}) >= 2 * len(GROUPS) - 2, intervals.keys()  # queues of both
+        assert_genesys_file(settings, intervals, "adversarial")
     finally:
         for process in workers:
             process.stop()
@@ -129,3 +135,20 @@ def test_adversarial_delivery_with_a_worker_kill_gives_the_in_order_contacts(loo
     assert comparable(replayed, "adversarial") == expected
     assert loop_thread.run(replay(settings, window, settings.contacts_topic), timeout=180).counts() == {
         "rebuilt": len(expected), "present": len(expected), "missing": 0, "differing": 0, "retracted": 0}
+
+
+def assert_genesys_file(settings, intervals: dict, integration: str) -> None:
+    """`intervals --format genesys-csv` over the whole run: parseable, aligned, and the topic's figures."""
+    starts = [start for (name, _, start) in intervals if name == integration]
+    since, until = ms_to_short_time(min(starts)), ms_to_short_time(max(starts) + 15 * 60_000)
+    done = subprocess.run([sys.executable, "-m", "connectors.cli", "intervals", "--since", since, "--until", until,
+                           "--integration", integration, "--format", "genesys-csv"], env=settings_env(settings),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(done.stdout.splitlines()))
+    assert rows and all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:(00|15|30|45):00(\.000)?Z", row["Interval Start UTC Date"])
+                        for row in rows), rows[:3]
+    offered = {(row["Queue"], parse_time(row["Interval Start UTC Date"])): int(row["Offered"]) for row in rows}
+    expected = {(queue, start): figures["offered"] for (name, queue, start), figures in intervals.items()
+                if name == integration}
+    assert {key: n for key, n in offered.items() if n} == {key: n for key, n in expected.items() if n}
