@@ -8,8 +8,9 @@ the three figures one after another, on one embedded broker; each also has a scr
 its own, whose docstring says how it is measured:
 
 1. throughput (bench/throughput.py): worker events/s next to the plain loop's on the same
-   pre-loaded topic; goal >= 50%, exactly `chats` contacts. With --compare-with REF, also
-   REF's worker (current / REF, goal >= 90%).
+   pre-loaded topic; goal >= 50%, exactly `chats` contacts. Interval statistics on (the
+   headline) next to off: goal >= 90%, and the latest revisions sum to `chats`. With
+   --compare-with REF, also REF's worker (current / REF, goal >= 90%).
 2. memory (bench/memory.py): a worker's RSS per open chat after --open-chats chats of 2
    events, next to the serialised state per chat; goal < 1 KiB. --compare-memory adds REF's.
 3. recovery (bench/recovery.py): that worker restarted on the same app id, start → ready,

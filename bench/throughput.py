@@ -14,16 +14,27 @@ events/s, exactly `chats` contacts. A contact counts once per contact_id, at its
 records without the fields count as revision 1, not retracted, so a worker that revises
 contacts and one that does not are checked alike.
 
+Interval statistics on and off: the current worker runs with them on (the default; its
+figure is the headline above) and off (FRESHSTREAM_INTERVALS_ENABLED=off), alternating
+(on, off, off, on, ... with --repeats N), each run with its own app id, contacts topic and
+intervals topic. Off is timed as above, to the last contact's `emitted_at`; on, to the
+moment the statistics are complete: the last `updated_at` read on the intervals topic when
+the latest revision per interval sums to exactly `chats` contacts (checked again at the
+topic's end). Goal: on / off events/s >= 90% (medians), "interval maintenance costs at most
+10%". The on runs also print their rate to the last contact.
+
 Comparing with an earlier commit (--compare-with REF): REF is checked out into a
 temporary `git worktree add --detach` (removed on exit, error or Ctrl-C) and its worker
 runs as an extra subject: the same pre-loaded topic, settings, CPU pinning and .venv
 interpreter, its own app id, consumer group and contacts topic (REF may keep its state in
-another format), and PYTHONPATH pointing at the worktree. With --repeats N the workers run
-REF, current, REF, current, ... (N each, so neither always gets the warmer or the fuller
-broker) and the medians are compared: current / REF events/s, goal >= 90%. "Current" is
-the repository's working tree, uncommitted edits included.
+another format), and PYTHONPATH pointing at the worktree. REF runs with its own defaults
+and is timed to its last contact (a tree from before interval statistics ignores the
+setting). With --repeats N the workers run REF, on, off, REF, off, on, ... (N each, so none
+always gets the warmer or the fuller broker) and the medians are compared: current
+(intervals on) / REF events/s, goal >= 90%. "Current" is the repository's working tree,
+uncommitted edits included.
 
-Run it from the repository root (a minute or two with the defaults):
+Run it from the repository root (a few minutes with the defaults):
 
     .venv/bin/python bench/throughput.py [--chats 20000] [--events-per-chat 10] [--partitions 6]
         [--compare-with REF] [--repeats N]

@@ -14,11 +14,12 @@ puts bench/ on its sys.path to run bench/faults.py briefly.
                 /readyz, /metrics and memory, CPU pinning, and the `main` every script shares
 - load.py       the chats a stream benchmark feeds: native Freshchat webhooks, enveloped as
                 the ingress does
-- topics.py     Kafka: producing a load, reading a topic's contacts and its end
+- topics.py     Kafka: producing a load, reading a topic's contacts (or interval statistics) and its end
 - report.py     the summary table: each figure next to its baseline measured in the same run
 - ref.py        another commit (--compare-with REF) checked out in a temporary git worktree
-- stream_figures.py  the stream worker's figures (throughput, memory per open chat, restart),
-                run by bench/stream.py, throughput.py, memory.py and recovery.py
+- stream_figures.py  the stream worker's figures (throughput, with interval statistics on and
+                off; memory per open chat; restart), run by bench/stream.py, throughput.py,
+                memory.py and recovery.py
 - ceiling.py    the plain aiokafka loop the worker's throughput is compared with (a child)
 - pipeline.py   broker, ingress, workers and a contact watcher with the simulator's truth
                 (bench/soak.py, bench/faults.py)

@@ -74,6 +74,14 @@ def check_imports(code: Code) -> None:
                          f"not the packages under {code.root}")
 
 
-def run_order(ref: Code | None, repeats: int) -> list[Code]:
-    """REF, current, REF, current, ...: neither always gets the cooler machine or the emptier broker."""
-    return ([ref, CURRENT] if ref else [CURRENT]) * repeats
+def run_order(ref, repeats: int, current=(CURRENT,)) -> list:
+    """REF, current, REF, current, ...: neither always gets the cooler machine or the emptier broker.
+
+    Several current subjects (e.g. one configuration and another) take turns within each
+    repeat, reversed every other one: REF, A, B, REF, B, A, ...
+    """
+    order = []
+    for n in range(repeats):
+        turn = list(current) if n % 2 == 0 else list(reversed(current))
+        order += ([ref] if ref is not None else []) + turn
+    return order

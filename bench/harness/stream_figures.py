@@ -1,7 +1,9 @@
 """The stream worker's three figures, each next to a baseline measured in the same run.
 
 1. throughput: the worker's events/s next to a plain aiokafka loop's (harness.ceiling) on
-   the same pre-loaded topic, and next to REF's worker with --compare-with;
+   the same pre-loaded topic; with interval statistics on (the default, the headline figure,
+   timed to the statistics complete) next to off (timed to the last contact), alternating;
+   and next to REF's worker with --compare-with;
 2. memory: a worker's RSS per open chat, next to the serialised state per chat (and REF's);
 3. recovery: a restart with those open chats, next to a start on an empty changelog.
 
@@ -22,10 +24,10 @@ from dataclasses import dataclass
 from connectors.kafka.topics import ensure_topics
 from harness.ceiling import run_ceiling
 from harness.load import build_load, put_group_names, resolutions, state_sizes
-from harness.processes import CURRENT, Code, Machine, Worker, broker_settings, run_bench, start_broker
+from harness.processes import CURRENT, Code, Machine, Worker, broker_settings, run_bench, start_broker, tree_cpu
 from harness.ref import ref_worktree, run_order
 from harness.report import CEILING_GOAL, HEADER, met, print_table
-from harness.topics import Contacts, TopicWatch, preload, produce
+from harness.topics import Contacts, Intervals, TopicWatch, preload, produce
 from streams.settings import Settings
 
 __all__ = ["FIGURES", "Options", "add_options", "options_from", "main"]
@@ -33,6 +35,7 @@ __all__ = ["FIGURES", "Options", "add_options", "options_from", "main"]
 FIGURES = ("throughput", "memory", "recovery")
 MEMORY_GOAL_BYTES, RECOVERY_GOAL_S = 1024, 10.0
 REF_GOAL = 0.90  # current / REF events/s: "within 10% of the commit before"
+INTERVALS_GOAL = 0.90  # events/s with interval statistics on / off: "costs at most 10%"
 RECOVERY_SAMPLE = 1000  # open chats resolved after the restart to prove their state survived
 
 
@@ -66,7 +69,7 @@ _OPTIONS = {  # flag: argparse keywords; every script spells an option the same 
     "--compare-memory": dict(action="store_true",
                              help="with --compare-with: also measure memory per open chat for REF"),
     "--repeats": dict(type=int, default=Options.repeats,
-                      help="worker runs per tree, alternating REF and current; medians compared "
+                      help="worker runs per subject (intervals on, off; REF), alternating; medians compared "
                            f"(default {Options.repeats})"),
 }
 
@@ -131,45 +134,104 @@ async def benchmark(machine: Machine, options: Options, name: str) -> int:
 # --- 1. throughput ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Subject:
+    """A worker timed in figure 1: a tree, and for the current one, interval statistics on or off.
+
+    REF (`intervals` None) runs with its own defaults, timed as ever to its last contact: a
+    tree from before interval statistics ignores FRESHSTREAM_INTERVALS_ENABLED.
+    """
+
+    code: Code
+    intervals: bool | None
+    slug: str  # runs are grouped (medians) and named by it: on, off, ref
+
+    @property
+    def label(self) -> str:
+        return self.code.label if self.intervals is None else f"{self.code.label}, intervals {self.slug}"
+
+
+ON, OFF = Subject(CURRENT, True, "on"), Subject(CURRENT, False, "off")
+
+
 async def run_worker_throughput(machine: Machine, settings: Settings, events: int, chats: int,
-                                code: Code = CURRENT, name: str = "worker-throughput") -> dict:
-    """Worker from /readyz 200 to the emitted_at of its last contact; checks the contacts."""
-    await ensure_topics(settings)  # the contacts topic exists before the watch reads it
+                                code: Code = CURRENT, name: str = "worker-throughput",
+                                intervals: bool = False) -> dict:
+    """Worker from /readyz 200 to the emitted_at of its last contact; checks the contacts.
+
+    With `intervals` the intervals topic is read too, until the latest revisions sum to
+    `chats` contacts (then to its end): the figures are complete. `cpu`: the CPU seconds the
+    worker used from ready until all was read (a companion figure less moved by neighbours).
+    """
+    await ensure_topics(settings)  # the contacts and intervals topics exist before the watches read them
     watch = TopicWatch(settings, settings.contacts_topic)
+    interval_watch = TopicWatch(settings, settings.intervals_topic, Intervals(chats)) if intervals else None
     await watch.start()
+    if interval_watch:
+        await interval_watch.start()
     worker = Worker(machine, settings, name, code).start()
     try:
         ready = await worker.wait_ready()
+        cpu_at_ready = tree_cpu(worker.proc.pid)
         print(f"  {code.label} worker pid {worker.proc.pid} ready {ready - worker.started_at:.1f} s after start; "
               "reading the pre-loaded topic", flush=True)
-        contacts = await watch.read_contacts(chats, timeout=max(600.0, events / 200))
+        timeout = max(600.0, events / 200)
+        contacts = await watch.read_contacts(chats, timeout=timeout)
         totals = await worker.wait_counted(events, timeout=120)
         contacts = await watch.drain()
-        return {"ready": ready, "contacts": contacts, "totals": totals, "pid": worker.proc.pid}
+        statistics_read = None
+        if interval_watch:
+            await interval_watch.read_intervals(timeout=timeout)
+            statistics_read = await interval_watch.drain()
+        return {"ready": ready, "contacts": contacts, "totals": totals, "pid": worker.proc.pid,
+                "intervals": statistics_read, "cpu": tree_cpu(worker.proc.pid) - cpu_at_ready}
     finally:
         await watch.stop()
+        if interval_watch:
+            await interval_watch.stop()
         await worker.stop()
 
 
-async def time_worker(machine: Machine, settings: Settings, options: Options, code: Code, run: str) -> dict:
-    """One run on the pre-loaded topic; its own app id (consumer group, changelogs) and contacts topic.
+async def time_worker(machine: Machine, settings: Settings, options: Options, subject: Subject, run: str) -> dict:
+    """One run on the pre-loaded topic; its own app id (consumer group, changelogs), contacts and
+    intervals topics.
 
     Own names make the worker read everything from scratch, and let REF keep its state in
-    whatever format it has without meeting the current tree's.
+    whatever format it has without meeting the current tree's. Timed from ready to the last
+    contact's emitted_at, or with interval statistics on, to the moment they are complete:
+    the last `updated_at` read when the latest revision per interval sums to `chats` contacts.
     """
     own = settings.replace(contacts_topic=f"{settings.contacts_topic}-{run}",
+                           intervals_topic=f"{settings.intervals_topic}-{run}",
                            worker_app_id=f"{settings.worker_app_id}-{run}")
+    if subject.intervals is not None:
+        own = own.replace(intervals_enabled=subject.intervals)
     events = options.chats * options.events_per_chat
-    worker = await run_worker_throughput(machine, own, events, options.chats, code, f"worker-throughput-{run}")
+    worker = await run_worker_throughput(machine, own, events, options.chats, subject.code,
+                                         f"worker-throughput-{run}", intervals=bool(subject.intervals))
     contacts: Contacts = worker["contacts"]
-    seconds = contacts.last_emitted_ms / 1000 - worker["ready"]
+    contact_seconds = contacts.last_emitted_ms / 1000 - worker["ready"]
     seen_seconds = contacts.last_seen - worker["ready"]
-    rate = events / seconds
-    print(f"  {code.label} worker: {events:,} events in {seconds:.2f} s = {rate:,.0f} events/s "
-          f"(ready → last emitted_at); {events / seen_seconds:,.0f} events/s to the last contact read here",
-          flush=True)
-    ok = check_contacts(contacts, options.chats, worker["totals"])
-    return {"rate": rate, "ok": ok, "contacts": len(contacts.ids)}
+    contact_rate = events / contact_seconds
+    cpu = f"; worker CPU {worker['cpu']:.1f} s from ready = {worker['cpu'] / events * 1e6:.0f} µs per event"
+    intervals_ok = None
+    if worker["intervals"] is None:
+        rate = contact_rate
+        print(f"  {subject.label} worker: {events:,} events in {contact_seconds:.2f} s = {rate:,.0f} events/s "
+              f"(ready → last emitted_at); {events / seen_seconds:,.0f} events/s to the last contact read here"
+              f"{cpu}", flush=True)
+    else:
+        statistics_read: Intervals = worker["intervals"]
+        seconds = statistics_read.completed_ms / 1000 - worker["ready"]
+        rate = events / seconds
+        print(f"  {subject.label} worker: {events:,} events in {seconds:.2f} s = {rate:,.0f} events/s "
+              f"(ready → interval statistics complete); to its last contact's emitted_at {contact_seconds:.2f} s "
+              f"= {contact_rate:,.0f} events/s; {events / seen_seconds:,.0f} events/s to the last contact read here"
+              f"{cpu}", flush=True)
+        intervals_ok = check_intervals(statistics_read, options.chats)
+    contacts_ok = check_contacts(contacts, options.chats, worker["totals"])
+    return {"rate": rate, "contact_rate": contact_rate, "contacts_ok": contacts_ok, "intervals_ok": intervals_ok,
+            "contacts": len(contacts.ids), "cpu": worker["cpu"]}
 
 
 def check_contacts(contacts: Contacts, chats: int, totals: dict) -> bool:
@@ -184,13 +246,23 @@ def check_contacts(contacts: Contacts, chats: int, totals: dict) -> bool:
     return ok
 
 
+def check_intervals(intervals: Intervals, chats: int) -> bool:
+    """The latest revision per interval sums to exactly `chats` contacts, read to the topic's end."""
+    ok = intervals.complete
+    print(f"    intervals: {intervals.records:,} records, {len(intervals.latest):,} intervals whose latest "
+          f"revisions sum to {intervals.total:,} contacts (expected {chats:,}); {intervals.after:,} records "
+          f"after the sum was reached: {'OK' if ok else 'FAILED'}", flush=True)
+    return ok
+
+
 async def measure_throughput(machine: Machine, base: Settings, options: Options, tag: str, ref: Code | None) -> dict:
     """The ceiling once, then every worker run (run_order) on the same pre-loaded topic."""
     settings = base.replace(raw_topic=f"bench-raw-{tag}", contacts_topic=f"bench-contacts-{tag}",
-                            worker_app_id=f"bench-worker-{tag}")
+                            intervals_topic=f"bench-intervals-{tag}", worker_app_id=f"bench-worker-{tag}")
     events = options.chats * options.events_per_chat
-    print(f"\n1. throughput: {options.chats:,} chats x {options.events_per_chat} events = {events:,} events",
-          flush=True)
+    print(f"\n1. throughput: {options.chats:,} chats x {options.events_per_chat} events = {events:,} events; "
+          "the current worker with interval statistics on (the default: its figure is the headline, timed "
+          "to the statistics complete) and off (timed to its last contact), alternating", flush=True)
     await ensure_topics(settings)
     await put_group_names(settings)
     await preload(settings, settings.raw_topic, build_load(options.chats, options.events_per_chat, resolve=True))
@@ -199,26 +271,35 @@ async def measure_throughput(machine: Machine, base: Settings, options: Options,
     print(f"  ceiling (plain aiokafka loop): {events:,} events in {ceiling['seconds']:.2f} s = "
           f"{ceiling_rate:,.0f} events/s; {ceiling['contacts']:,} contacts acknowledged", flush=True)
     runs: dict[str, list[dict]] = {}
-    order = run_order(ref, options.repeats)
-    for n, code in enumerate(order, 1):
-        print(f"  run {n}/{len(order)}: {code.label} worker", flush=True)
-        run = await time_worker(machine, settings, options, code, f"{code.slug}{n}")
-        runs.setdefault(code.slug, []).append(run)
+    order = run_order(Subject(ref, None, "ref") if ref else None, options.repeats, (ON, OFF))
+    for n, subject in enumerate(order, 1):
+        print(f"  run {n}/{len(order)}: {subject.label} worker", flush=True)
+        run = await time_worker(machine, settings, options, subject, f"{subject.slug}{n}")
+        runs.setdefault(subject.slug, []).append(run)
     return summarise_throughput(ceiling_rate, runs, ref)
 
 
 def summarise_throughput(ceiling: float, runs: dict[str, list[dict]], ref: Code | None) -> dict:
-    """Median events/s per tree (one run each: that run), and current / REF when comparing."""
+    """Median events/s per subject (one run each: that run): on / off, and on / REF when comparing."""
     median = {slug: statistics.median(run["rate"] for run in slug_runs) for slug, slug_runs in runs.items()}
-    figures = {"ceiling": ceiling, "worker": median["cur"], "runs": len(runs["cur"]), "ref": None,
-               "ok": all(run["ok"] for slug_runs in runs.values() for run in slug_runs),
-               "contacts": sorted({run["contacts"] for slug_runs in runs.values() for run in slug_runs})}
+    each = {slug: ", ".join(f"{run['rate']:,.0f}" for run in slug_runs) for slug, slug_runs in runs.items()}
+    figures = {"ceiling": ceiling, "worker": median["on"], "off": median["off"], "runs": len(runs["on"]),
+               "ref": None, "contacts_ok": all(run["contacts_ok"] for slug_runs in runs.values() for run in slug_runs),
+               "contacts": sorted({run["contacts"] for slug_runs in runs.values() for run in slug_runs}),
+               "intervals_ok": all(run["intervals_ok"] for run in runs["on"])}
+    figures["ok"] = figures["contacts_ok"] and figures["intervals_ok"]
+    contact_rate = statistics.median(run["contact_rate"] for run in runs["on"])
+    cpu = {slug: statistics.median(run["cpu"] for run in runs[slug]) for slug in ("on", "off")}
+    print(f"  intervals on vs off: median {median['on']:,.0f} vs {median['off']:,.0f} events/s "
+          f"(on {each['on']}; off {each['off']}); on / off = {median['on'] / median['off']:.3f} "
+          f"(goal >= {INTERVALS_GOAL:.0%}); the on runs' contacts alone: median {contact_rate:,.0f} events/s; "
+          f"worker CPU from ready: median {cpu['on']:.1f} vs {cpu['off']:.1f} s, off / on = "
+          f"{cpu['off'] / cpu['on']:.3f}", flush=True)
     if ref:
         figures.update(ref=median["ref"], ref_label=ref.label)
-        each = {slug: ", ".join(f"{run['rate']:,.0f}" for run in runs[slug]) for slug in ("cur", "ref")}
-        print(f"  current vs {ref.label}: median {median['cur']:,.0f} vs {median['ref']:,.0f} events/s "
-              f"(current {each['cur']}; REF {each['ref']}); current / REF = {median['cur'] / median['ref']:.3f} "
-              f"(goal >= {REF_GOAL:.0%})", flush=True)
+        print(f"  current vs {ref.label}: median {median['on']:,.0f} vs {median['ref']:,.0f} events/s "
+              f"(current, intervals on {each['on']}; REF, to its last contact {each['ref']}); "
+              f"current / REF = {median['on'] / median['ref']:.3f} (goal >= {REF_GOAL:.0%})", flush=True)
     return figures
 
 
@@ -323,20 +404,26 @@ async def check_survivors(settings: Settings, sample: int) -> bool:
 
 
 def _throughput_rows(figures: dict) -> list[tuple[str, ...]]:
-    """The worker against the ceiling, against REF when compared, and the contacts check."""
+    """The worker (intervals on) against the ceiling, against itself with them off, against REF
+    when compared, and the contacts and intervals checks."""
     ratio, many = figures["worker"] / figures["ceiling"], figures["runs"] > 1
     median = f", median of {figures['runs']}" if many else ""
+    on_off = figures["worker"] / figures["off"]
     rows = [(f"throughput (events/s){median}", f"worker {figures['worker']:,.0f}",
              f"plain loop {figures['ceiling']:,.0f}", f"{ratio:.1%}", f">= {CEILING_GOAL:.0%}",
-             met(ratio >= CEILING_GOAL))]
+             met(ratio >= CEILING_GOAL)),
+            (f"intervals on vs off{median}", f"on {figures['worker']:,.0f}", f"off {figures['off']:,.0f}",
+             f"{on_off:.1%}", f">= {INTERVALS_GOAL:.0%}", met(on_off >= INTERVALS_GOAL))]
     if figures["ref"]:
         vs = figures["worker"] / figures["ref"]
         rows.append((f"throughput vs REF{median}", f"current {figures['worker']:,.0f}",
                      f"{figures['ref_label']} {figures['ref']:,.0f}", f"{vs:.1%}", f">= {REF_GOAL:.0%}",
                      met(vs >= REF_GOAL)))
     contacts = " / ".join(f"{n:,}" for n in figures["contacts"])
-    rows.append(("contacts emitted" + (", every run" if many or figures["ref"] else ""), contacts, "chats", "",
-                 "exactly = chats", met(figures["ok"])))
+    rows.append(("contacts emitted, every run", contacts, "chats", "", "exactly = chats",
+                 met(figures["contacts_ok"])))
+    rows.append(("interval statistics, on runs", "latest revisions", "chats", "", "sum = chats",
+                 met(figures["intervals_ok"])))
     return rows
 
 

@@ -1,4 +1,4 @@
-"""Kafka for the benchmarks: produce a load, and read a topic's end or the contacts on it.
+"""Kafka for the benchmarks: produce a load, and read a topic's end, the contacts or the intervals on it.
 
 Partition ends come from fetch high watermarks, not end_offsets(): the embedded broker's
 ListOffsets lags (docs/reference.md).
@@ -20,7 +20,7 @@ from streams.domain.contact import revision_order
 from streams.domain.times import parse_time
 from streams.settings import Settings
 
-__all__ = ["create_topic", "produce", "preload", "topic_end", "Held", "Contacts", "TopicWatch"]
+__all__ = ["create_topic", "produce", "preload", "topic_end", "Held", "Contacts", "Intervals", "TopicWatch"]
 
 
 async def create_topic(settings: Settings, name: str, partitions: int) -> None:
@@ -134,18 +134,58 @@ class Contacts:
         return sum(held.without_history for held in self.held.values() if not held.retracted)
 
 
+@dataclass
+class Intervals:
+    """What a TopicWatch has read from an intervals topic: the latest revision of each interval.
+
+    The figures are complete when the latest revisions' `contacts` sum to the contacts
+    expected; `completed_ms` is the last `updated_at` read at the moment the sum became
+    exactly that (again, should it have left it), `after` the records read since.
+    """
+
+    expected: int
+    records: int = 0
+    latest: dict[tuple, tuple[int, int]] = field(default_factory=dict)  # interval -> (revision, contacts)
+    total: int = 0  # contacts summed over the latest revisions, kept as records arrive
+    last_updated_ms: int = 0
+    completed_ms: int | None = None
+    after: int = 0
+    last_seen: float = 0.0  # wall clock when the latest record was read
+
+    def add(self, value: bytes) -> None:
+        record = orjson.loads(value)
+        self.records += 1
+        key = (record["integration"], record["queue"], record["interval_start"], record["interval_minutes"],
+               record["attribution"])
+        was, old = self.total, self.latest.get(key)
+        if old is None or record["revision"] >= old[0]:  # an equal revision: a re-emission, same figures
+            self.latest[key] = (record["revision"], record["contacts"])
+            self.total += record["contacts"] - (old[1] if old else 0)
+        self.last_updated_ms = max(self.last_updated_ms, parse_time(record["updated_at"]) or 0)
+        if self.total == self.expected and was != self.expected:
+            self.completed_ms, self.after = self.last_updated_ms, 0
+        elif self.completed_ms is not None:
+            self.after += 1
+        self.last_seen = time.time()
+
+    @property
+    def complete(self) -> bool:
+        return self.total == self.expected
+
+
 class TopicWatch:
-    """A plain consumer over every partition of a topic, from the beginning.
+    """A plain consumer over every partition of a topic, from the beginning, its records
+    added to `into` (a Contacts unless told otherwise, e.g. Intervals).
 
     Partition ends come from fetch high watermarks (consumer.highwater after a getmany),
     not end_offsets(): the embedded broker's ListOffsets lags (docs/reference.md).
     """
 
-    def __init__(self, settings: Settings, topic: str) -> None:
+    def __init__(self, settings: Settings, topic: str, into: "Contacts | Intervals | None" = None) -> None:
         self.topic = topic
         self.consumer = make_consumer(settings, fetch_max_wait_ms=100)
         self.tps: list[TopicPartition] = []
-        self.contacts = Contacts()
+        self.into = Contacts() if into is None else into
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -164,7 +204,7 @@ class TopicWatch:
         for records in (await self.consumer.getmany(*self.tps, timeout_ms=200)).values():
             for record in records:
                 if keep:
-                    self.contacts.add(record.value)
+                    self.into.add(record.value)
 
     async def total(self, timeout: float = 30.0) -> int:
         """Records on the topic: the sum of every partition's fetch high watermark."""
@@ -179,17 +219,33 @@ class TopicWatch:
         """Read contacts until `count` contact ids are live (records alone may be revisions)."""
         async def enough() -> bool:
             await self._read(keep=True)
-            return self.contacts.live >= count
+            return self.into.live >= count
 
         try:
             await wait_for(enough, timeout, f"{count:,} contacts on {self.topic}", interval=0)
         except BenchError as exc:
-            raise BenchError(f"{exc} (got {self.contacts.live:,} live ids in "
-                             f"{self.contacts.records:,} records)") from None
-        return self.contacts
+            raise BenchError(f"{exc} (got {self.into.live:,} live ids in "
+                             f"{self.into.records:,} records)") from None
+        return self.into
 
-    async def drain(self, timeout: float = 30.0) -> Contacts:
-        """Read contacts up to every partition's high watermark."""
+    async def read_intervals(self, timeout: float) -> Intervals:
+        """Read interval records until their latest revisions sum to the contacts expected."""
+        intervals: Intervals = self.into
+
+        async def complete() -> bool:
+            await self._read(keep=True)
+            return intervals.complete
+
+        try:
+            await wait_for(complete, timeout, f"{intervals.expected:,} contacts in the intervals on {self.topic}",
+                           interval=0)
+        except BenchError as exc:
+            raise BenchError(f"{exc} (got {intervals.total:,} in {len(intervals.latest):,} intervals, "
+                             f"{intervals.records:,} records)") from None
+        return intervals
+
+    async def drain(self, timeout: float = 30.0) -> "Contacts | Intervals":
+        """Read records up to every partition's high watermark."""
         async def at_end() -> bool:
             await self._read(keep=True)
             for tp in self.tps:
@@ -199,4 +255,4 @@ class TopicWatch:
             return True
 
         await wait_for(at_end, timeout, f"the end of {self.topic}", interval=0)
-        return self.contacts
+        return self.into
