@@ -498,7 +498,7 @@ def test_prune_forgets_old_intervals_and_skips_contacts_for_them():
     day = 86_400_000
     worker = Worker(retention_ms=2 * day)
     worker.process(kafka([contact(conversation="old"), contact(conversation="new", start=START_MS + 3 * day)]))
-    assert worker.aggregator.prune() == 1
+    assert asyncio.run(worker.aggregator.prune()) == 1
     assert list(worker.intervals) == [interval_key("acme", "Sales", ms_to_time(START_MS + 3 * day))]
     assert len(worker.members) == 1
     assert worker.process(kafka([contact(conversation="old", revision=2, handled=False),
@@ -506,4 +506,4 @@ def test_prune_forgets_old_intervals_and_skips_contacts_for_them():
     assert worker.skips == ["too_old", "too_old"]
     [record] = worker.process(kafka([contact(conversation="edge", start=START_MS + day)], 4))  # at the horizon
     assert record["interval_start"] == ms_to_time(START_MS + day)
-    assert worker.aggregator.prune() == 0
+    assert asyncio.run(worker.aggregator.prune()) == 0
