@@ -127,7 +127,8 @@ def settings(broker, tmp_path) -> Settings:
     return test_settings(tmp_path, broker.port, raw_topic=f"raw-{suffix}", dlq_topic=f"dlq-{suffix}",
                          contacts_topic=f"contacts-{suffix}", groups_topic=f"groups-{suffix}",
                          integrations_topic=f"integrations-{suffix}", worker_app_id=f"worker-{suffix}",
-                         health_topic=f"health-{suffix}", health_publish_seconds=0.2,
+                         health_topic=f"health-{suffix}", intervals_topic=f"intervals-{suffix}",
+                         health_publish_seconds=0.2,
                          group_wait_seconds=3.0, log_level="DEBUG", library_log_level="DEBUG")
 
 

@@ -31,6 +31,7 @@ from streams.domain.processor import ContactProcessor
 from streams.errors import SettingsError
 from streams.metrics import CONTENT_TYPE, CallbackGauge
 from streams.settings import Settings
+from streams.worker.interval_feed import IntervalFeed
 from streams.worker.tables import KeyPartitionedTable, partition_of
 from streams.worker.transport import App
 
@@ -196,14 +197,16 @@ def build_app(settings: Settings, partitions: int, web_port: int, edges: WorkerE
 
 def _interval_statistics(app: faust.App, settings: Settings, partitions: int, edges: WorkerEdges,
                          metrics: WorkerMetrics) -> IntervalAggregator:
-    """The second agent (docs/intervals.md): it reads the contacts the first one writes, so
-    its state sits in the contacts' partition (the queue's), and a move between queues is a
-    retraction in one partition and a contact in another, each applied where it lands."""
-    contacts = app.topic(settings.contacts_topic, key_serializer="raw", value_serializer="raw")
+    """Interval statistics (docs/intervals.md), kept from the contacts the agent writes: read back
+    from the contacts topic, because it is partitioned by queue (the raw topic by chat), so
+    each interval's state sits in its queue's partition, whichever worker emitted its contacts.
+    streams/worker/interval_feed.py says why that reader is not a Faust agent."""
     tables = [app.Table(name, partitions=partitions, key_type=bytes, value_type=bytes)
-              for name in ("intervals", "interval_members")]
-    for table in tables:
+              for name in ("intervals", "interval_members", "interval_positions")]
+    for table in tables[:2]:
         table.partition_key = queue_of_interval_key
+    tables[2].partition_for_key = lambda key: int(key)  # b"<contacts partition>" -> the next offset to read
+    for table in tables:
         table.tail_consumer = edges.tail_consumer
 
     async def emit(records: list[tuple[bytes, bytes]]) -> None:
@@ -216,18 +219,23 @@ def _interval_statistics(app: faust.App, settings: Settings, partitions: int, ed
     aggregator = IntervalAggregator(
         intervals=tables[0], members=tables[1], emit=emit, minutes=settings.interval_minutes,
         attribution=settings.interval_attribution, sla_seconds=settings.sla_seconds, clock=time.time,
-        flush=lambda: _acked(*tables), retention_ms=int(settings.interval_retention_days * 86_400_000),
+        flush=lambda: _acked(*tables[:2]), retention_ms=int(settings.interval_retention_days * 86_400_000),
         on_skip=lambda reason: metrics.interval_skipped.labels(reason).inc())
     metrics.watch_intervals(aggregator)
+    feed = IntervalFeed(app, contacts_topic=settings.contacts_topic, raw_topic=settings.raw_topic,
+                        aggregator=aggregator, positions=tables[2], consumer=edges.tail_consumer,
+                        max_records=settings.worker_batch_size)
+    metrics.add(CallbackGauge("freshstream_worker_interval_lag_records",
+                              "Contacts records the interval statistics have not applied yet, per partition.",
+                              feed.lag))
 
-    @app.agent(contacts)
-    async def intervals(stream):
-        async for events in stream.take_events(settings.worker_batch_size, within=0.05):
-            by_partition: dict[int, list] = {}
-            for e in events:
-                by_partition.setdefault(e.message.partition, []).append((e.key, e.value, e.message.offset))
-            for records in by_partition.values():
-                await aggregator.process(records)
+    @app.task
+    async def read_contacts():
+        feed.start()
+
+    @app.on_before_shutdown.connect
+    async def stop_reading_contacts(sender, **kwargs):
+        await feed.stop()
 
     @app.timer(3600.0)
     async def forget_old_intervals():
