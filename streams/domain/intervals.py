@@ -18,6 +18,7 @@ same intervals).
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Iterable, MutableMapping
 
@@ -78,11 +79,14 @@ def interval_start(contact: dict, minutes: int, attribution: str) -> int | None:
 
 @dataclass
 class IntervalState:
-    """One interval's members, its revision (changes so far) and the last contacts offset that changed it."""
+    """One interval's members, its revision (changes so far) and the last contacts offset that changed it.
+
+    `totals` are its running figures, kept in memory beside the members once asked for."""
 
     revision: int = 0
     offset: int = -1
     members: dict[str, list] = field(default_factory=dict)
+    totals: "Totals | None" = field(default=None, compare=False, repr=False)
 
     def dumps(self) -> bytes:
         return orjson.dumps({"r": self.revision, "o": self.offset, "m": self.members})
@@ -96,56 +100,117 @@ class IntervalState:
 
     def put(self, contact: str, member: Member | None) -> bool:
         """Set (or, with None, remove) a contact's part; True when that changed the interval."""
+        old = self.members.get(contact)
         if member is None:
-            return self.members.pop(contact, None) is not None
-        dumped = member.dump()
-        if self.members.get(contact) == dumped:
-            return False
-        self.members[contact] = dumped
+            if old is None:
+                return False
+            del self.members[contact]
+        else:
+            dumped = member.dump()
+            if old == dumped:
+                return False
+            self.members[contact] = dumped
+        if self.totals is not None:
+            if old is not None:
+                self.totals.add(old, -1)
+            if member is not None:
+                self.totals.add(dumped, 1)
         return True
+
+    def figures(self, sla_ms: int) -> dict:
+        if self.totals is None or self.totals.sla_ms != sla_ms:
+            self.totals = Totals(sla_ms, self.members.values())
+        return self.totals.figures(self.members.values())
+
+
+class Totals:
+    """An interval's figures as running sums over its (dumped) members, added and taken back one
+    member at a time: a batch costs what it changes, not the interval's size. The longest wait
+    cannot be taken back; it is counted again only when the member holding it leaves."""
+
+    __slots__ = ("sla_ms", "contacts", "offered", "handled", "unanswered", "handle_ms", "answer_ms", "within",
+                 "expired", "outcomes", "groups", "max_wait", "max_stale")
+
+    def __init__(self, sla_ms: int, members: Iterable[list] = ()) -> None:
+        self.sla_ms = sla_ms
+        self.contacts = self.offered = self.handled = self.unanswered = self.within = self.expired = 0
+        self.handle_ms = self.answer_ms = 0
+        self.outcomes: dict[str, int] = {}
+        self.groups: dict[str, int] = {}
+        self.max_wait: int | None = None
+        self.max_stale = False
+        for raw in members:
+            self.add(raw, 1)
+
+    def add(self, raw: list, sign: int) -> None:
+        """Count a member in (sign 1) or take it back out (sign -1)."""
+        offered, handled, duration, wait, outcome, group = raw
+        self.contacts += sign
+        _count(self.outcomes, outcome, sign)
+        if group:
+            _count(self.groups, group, sign)
+        if outcome == "expired":
+            self.expired += sign
+        if offered:
+            self.offered += sign
+        if handled:
+            self.handled += sign
+            self.handle_ms += sign * duration
+            if wait != _NO_WAIT:
+                self.answer_ms += sign * wait
+                self.within += sign * (wait <= self.sla_ms)
+        elif offered:
+            self.unanswered += sign
+        if offered:
+            waited = max(wait, 0) if handled else duration  # an unanswered chat waited until it closed
+            if sign > 0:
+                if not self.max_stale and (self.max_wait is None or waited > self.max_wait):
+                    self.max_wait = waited
+            elif self.max_wait is not None and waited >= self.max_wait:
+                self.max_stale = True
+
+    def figures(self, members: Iterable[list]) -> dict:
+        """The figures as docs/intervals.md defines them; averages over handled contacts."""
+        if self.max_stale:
+            waits = [(max(w, 0) if h else d) for o, h, d, w, _, _ in members if o]
+            self.max_wait, self.max_stale = (max(waits) if waits else None), False
+        handled = self.handled
+        per_handled = (lambda total: round(total / handled / 1000, 3)) if handled else (lambda total: None)
+        return {
+            "contacts": self.contacts, "offered": self.offered, "handled": handled, "unanswered": self.unanswered,
+            "handle_seconds_total": self.handle_ms / 1000, "aht_seconds": per_handled(self.handle_ms),
+            "answer_seconds_total": self.answer_ms / 1000, "asa_seconds": per_handled(self.answer_ms),
+            "max_wait_seconds": None if self.max_wait is None else self.max_wait / 1000,
+            "sla_seconds": self.sla_ms / 1000, "within_sla": self.within,
+            "service_level": round(self.within / handled, 4) if handled else None,
+            "expired": self.expired, "outcomes": dict(sorted(self.outcomes.items())),
+        }
+
+    def group_ids(self) -> list[str]:
+        return sorted(self.groups)
+
+
+def _count(counts: dict[str, int], name: str, sign: int) -> None:
+    n = counts.get(name, 0) + sign
+    if n:
+        counts[name] = n
+    else:
+        counts.pop(name, None)
 
 
 def figures(members: Iterable[Member], sla_ms: int) -> dict:
-    """The interval's figures, as docs/intervals.md defines them; averages over handled contacts."""
-    contacts = offered = handled = unanswered = within = expired = 0
-    handle_ms = answer_ms = 0
-    max_wait: int | None = None
-    outcomes: dict[str, int] = {}
-    for m in members:
-        contacts += 1
-        outcomes[m.outcome] = outcomes.get(m.outcome, 0) + 1
-        expired += m.outcome == "expired"
-        offered += m.offered
-        if m.handled:
-            handled += 1
-            handle_ms += m.duration_ms
-            answer_ms += m.wait_ms or 0
-            within += m.wait_ms is not None and m.wait_ms <= sla_ms
-        elif m.offered:
-            unanswered += 1
-        if m.offered:
-            waited = (m.wait_ms or 0) if m.handled else m.duration_ms  # an unanswered chat waited until it closed
-            max_wait = waited if max_wait is None else max(max_wait, waited)
-    per_handled = (lambda total: round(total / handled / 1000, 3)) if handled else (lambda total: None)
-    return {
-        "contacts": contacts, "offered": offered, "handled": handled, "unanswered": unanswered,
-        "handle_seconds_total": handle_ms / 1000, "aht_seconds": per_handled(handle_ms),
-        "answer_seconds_total": answer_ms / 1000, "asa_seconds": per_handled(answer_ms),
-        "max_wait_seconds": None if max_wait is None else max_wait / 1000,
-        "sla_seconds": sla_ms / 1000, "within_sla": within,
-        "service_level": round(within / handled, 4) if handled else None,
-        "expired": expired, "outcomes": dict(sorted(outcomes.items())),
-    }
+    """The figures of these members (the group-by's way: from scratch)."""
+    dumped = [m.dump() for m in members]
+    return Totals(sla_ms, dumped).figures(dumped)
 
 
 def build_interval(integration: str, queue: str, start_ms: int, minutes: int, attribution: str,
                    state: IntervalState, sla_ms: int, updated_at_ms: int) -> dict:
     """The record written to the intervals topic (schemas/interval.schema.json)."""
-    members = [Member.load(raw) for raw in state.members.values()]
-    groups = sorted({m.group_id for m in members if m.group_id})
+    figures_ = state.figures(sla_ms)
     return {"v": 1, "integration": integration, "queue": queue, "interval_start": ms_to_time(start_ms),
             "interval_minutes": minutes, "attribution": attribution, "revision": state.revision,
-            "updated_at": ms_to_time(updated_at_ms), **figures(members, sla_ms), "group_ids": groups}
+            "updated_at": ms_to_time(updated_at_ms), **figures_, "group_ids": state.totals.group_ids()}
 
 
 def group_by(contacts: Iterable[dict], minutes: int, attribution: str, sla_ms: int) -> dict[tuple, dict]:
@@ -176,7 +241,7 @@ class IntervalAggregator:
     def __init__(self, *, intervals: MutableMapping[bytes, bytes], members: MutableMapping[bytes, bytes],
                  emit: Emit, minutes: int = 15, attribution: str = "started", sla_seconds: float = 60.0,
                  clock: Callable[[], float], flush: Callable[[], Awaitable[None]] | None = None,
-                 retention_ms: int = 35 * 86_400_000,
+                 retention_ms: int = 35 * 86_400_000, cache_size: int = 4096,
                  on_skip: Callable[[str], None] = lambda reason: None) -> None:
         if minutes not in INTERVAL_MINUTES or attribution not in ATTRIBUTIONS:
             raise ValueError(f"interval of {minutes} min attributed by {attribution!r}")
@@ -185,6 +250,11 @@ class IntervalAggregator:
         self.clock, self.on_skip, self.retention_ms = clock, on_skip, retention_ms
         self.newest: int | None = None  # the latest interval start seen: the horizon trails it by the retention
         self.written: dict[tuple[str, str], dict[int, dict]] = {}  # (integration, queue) -> start -> record
+        # Decoded states of recent intervals, with their running totals: a queue's current
+        # interval changes with nearly every batch. Only this aggregator writes the tables, so
+        # the copy stays true while the partitions stay here (forget() when they move).
+        self._cache: OrderedDict[bytes, IntervalState] = OrderedDict()
+        self.cache_size = cache_size
         self._lock = asyncio.Lock()  # a batch reads states, awaits, then writes them: prune must not cut in
 
     async def process(self, records: Iterable[tuple[bytes | None, bytes, int]]) -> list[dict]:
@@ -194,6 +264,13 @@ class IntervalAggregator:
             return await self._process(records)
 
     async def _process(self, records) -> list[dict]:
+        try:
+            return await self._apply_batch(records)
+        except BaseException:
+            self.forget()  # the cached states were changed in place and may not have been written
+            raise
+
+    async def _apply_batch(self, records) -> list[dict]:
         states: dict[bytes, IntervalState] = {}
         index: dict[bytes, dict] = {}
         changed_index: set[bytes] = set()
@@ -212,6 +289,7 @@ class IntervalAggregator:
                              for r in out])
         for key in dirty:
             self.intervals[key] = states[key].dumps()
+        self._keep(states)
         for key in changed_index:
             self.members[key] = orjson.dumps(index[key])
         if self.flush is not None:
@@ -265,7 +343,7 @@ class IntervalAggregator:
             key = interval_key(integration, queue, ms_to_time(start))
             state = states.get(key)
             if state is None:
-                state = states[key] = IntervalState.loads(self.intervals.get(key))
+                state = states[key] = self._load(key)
             if state.offset >= offset:
                 continue  # this record's change to that interval survived a crash: applied already
             if state.put(contact_id, member if start == target else None):
@@ -279,6 +357,26 @@ class IntervalAggregator:
                 updated["o"] = offset
             index[mkey] = updated
             changed_index.add(mkey)
+
+    def _load(self, key: bytes) -> IntervalState:
+        state = self._cache.get(key)
+        if state is None:
+            return IntervalState.loads(self.intervals.get(key))
+        self._cache.move_to_end(key)
+        return state
+
+    def _keep(self, states: dict[bytes, IntervalState]) -> None:
+        """Cache the batch's states once they are written (a batch that failed leaves the cache as it was)."""
+        for key, state in states.items():
+            self._cache[key] = state
+            self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def forget(self) -> None:
+        """Drop the decoded states: the tables' partitions are moving (a rebalance), and the state
+        another worker writes meanwhile must be read from the table when they come back."""
+        self._cache.clear()
 
     def horizon(self) -> int:
         """Intervals starting before this are forgotten (and contacts counting in them skipped)."""
@@ -302,6 +400,7 @@ class IntervalAggregator:
                 if raw is not None and all(start < horizon for start in orjson.loads(raw)["s"]):
                     del self.members[mkey]
             del self.intervals[key]
+            self._cache.pop(key, None)
             dropped += 1
         return dropped
 

@@ -26,7 +26,9 @@ from aiokafka.errors import KafkaError
 
 from streams.domain.intervals import IntervalAggregator
 
-__all__ = ["IntervalFeed"]
+__all__ = ["IntervalFeed", "LINGER_S"]
+
+LINGER_S = 0.1  # how long a batch waits for more contacts once the first arrive
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class IntervalFeed:
     async def _on_revoked(self, sender, revoked, **kwargs) -> None:
         async with self._batch:  # the batch in hand finishes before the tables move
             self.assigned = frozenset()
+            self.aggregator.forget()
 
     def lag(self):
         """Contacts records not yet applied, per partition held: the feed's own lag."""
@@ -93,7 +96,7 @@ class IntervalFeed:
         if not self.assigned:
             await asyncio.sleep(0.2)
             return
-        fetched = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
+        fetched = await self._fetch(consumer)
         async with self._batch:
             if self._wanted() != self.assigned:
                 return  # a rebalance began while fetching: these records are read again after it
@@ -108,10 +111,25 @@ class IntervalFeed:
                 if end is not None:
                     self.highwaters[tp.partition] = end
 
+    async def _fetch(self, consumer) -> dict:
+        """Up to max_records, gathered for at most LINGER_S after the first arrive: the cost of a
+        batch is mostly per interval it changes, so ten contacts of a queue in one batch cost
+        little more than one."""
+        fetched = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
+        count = sum(len(records) for records in fetched.values())
+        deadline = asyncio.get_running_loop().time() + LINGER_S
+        while 0 < count < self.max_records and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            more = await consumer.getmany(timeout_ms=max(1, int(left * 1000)), max_records=self.max_records - count)
+            for tp, records in more.items():
+                fetched.setdefault(tp, []).extend(records)
+                count += len(records)
+        return fetched
+
     def _assign(self, consumer, wanted: frozenset[int]) -> None:
         """Take the partitions held now, each from the position written after its last batch."""
         tps = [TopicPartition(self.contacts_topic, p) for p in sorted(wanted)]
         consumer.assign(tps)
+        self.aggregator.forget()  # what another worker wrote meanwhile is read from the tables
         for tp in tps:
             raw = self.positions.get(str(tp.partition).encode())
             self.read[tp.partition] = int(raw) if raw is not None else 0
