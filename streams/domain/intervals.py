@@ -6,11 +6,11 @@ running sums: a revision must take back exactly what the previous revision added
 `max_wait_seconds` cannot be subtracted. The figures are summed from the members when the
 interval is written; an interval holds one queue's contacts of 15 minutes, a few hundred at most.
 
-Which intervals a contact may sit in is kept per contact (the member index, which only ever
-grows: a start moves only when a late event moves the cycle's start). Every state key remembers
-the offset of the last contacts record that changed it, and the contacts topic is read in
-offset order per partition, so a record replayed after a crash changes only the keys whose
-write did not survive: nothing is counted twice, nothing is lost, and the figures and revision
+Which intervals may hold a contact is read from the states themselves (each lists the
+contacts it counts and those that left it, with the revision last applied), so one table is
+the whole truth. Every state remembers the offset of the last contacts record that changed
+it, and the contacts topic is read in offset order per partition, so a record replayed after
+a crash changes only the intervals whose write did not survive: nothing is counted twice, nothing is lost, and the figures and revision
 numbers are a function of the contacts topic alone (replaying it from the beginning gives the
 same intervals).
 """
@@ -25,7 +25,7 @@ from typing import Awaitable, Callable, Iterable, MutableMapping
 import orjson
 
 from streams.domain.contact import revision_order
-from streams.domain.keys import interval_key, interval_member_key, split_interval_key
+from streams.domain.keys import interval_key, split_interval_key
 from streams.domain.times import ms_to_time, parse_time
 
 __all__ = ["ATTRIBUTIONS", "INTERVAL_MINUTES", "Member", "IntervalState", "IntervalAggregator", "member_of",
@@ -86,17 +86,20 @@ class IntervalState:
     revision: int = 0
     offset: int = -1
     members: dict[str, list] = field(default_factory=dict)
+    # contact id -> [revision, emitted_at] of the last record applied here, for members and for
+    # contacts that left (moved, retracted): an older record arriving later changes nothing
+    orders: dict[str, list] = field(default_factory=dict)
     totals: "Totals | None" = field(default=None, compare=False, repr=False)
 
     def dumps(self) -> bytes:
-        return orjson.dumps({"r": self.revision, "o": self.offset, "m": self.members})
+        return orjson.dumps({"r": self.revision, "o": self.offset, "m": self.members, "w": self.orders})
 
     @classmethod
     def loads(cls, raw: bytes | None) -> "IntervalState":
         if raw is None:
             return cls()
         data = orjson.loads(raw)
-        return cls(data["r"], data["o"], data["m"])
+        return cls(data["r"], data["o"], data["m"], data.get("w", {}))
 
     def put(self, contact: str, member: Member | None) -> bool:
         """Set (or, with None, remove) a contact's part; True when that changed the interval."""
@@ -229,8 +232,14 @@ Emit = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
 
 
 class IntervalAggregator:
-    """Applies batches of contacts-topic records to the interval and member tables and emits
-    the intervals they changed.
+    """Applies batches of contacts-topic records to the interval table and emits the intervals
+    they changed.
+
+    Which intervals may hold a contact is not stored: it is read from the interval states
+    themselves (each lists its members and the contacts that left it), once per queue when
+    the queue is first met after a start or a rebalance, and kept in memory. One table is the
+    whole truth, so a crash cannot leave an index and the intervals disagreeing, and a batch
+    writes one record per interval it changed, not one per contact.
 
     Order of a batch: the changed intervals are sent (and acknowledged) before their states are
     written, and the writes are acknowledged (`flush`) before the batch counts as done. A crash
@@ -238,14 +247,13 @@ class IntervalAggregator:
     some of them leaves those keys ahead, and their offsets make the replay skip them.
     """
 
-    def __init__(self, *, intervals: MutableMapping[bytes, bytes], members: MutableMapping[bytes, bytes],
-                 emit: Emit, minutes: int = 15, attribution: str = "started", sla_seconds: float = 60.0,
+    def __init__(self, *, intervals: MutableMapping[bytes, bytes], emit: Emit, minutes: int = 15, attribution: str = "started", sla_seconds: float = 60.0,
                  clock: Callable[[], float], flush: Callable[[], Awaitable[None]] | None = None,
                  retention_ms: int = 35 * 86_400_000, cache_size: int = 4096,
                  on_skip: Callable[[str], None] = lambda reason: None) -> None:
         if minutes not in INTERVAL_MINUTES or attribution not in ATTRIBUTIONS:
             raise ValueError(f"interval of {minutes} min attributed by {attribution!r}")
-        self.intervals, self.members, self.emit, self.flush = intervals, members, emit, flush
+        self.intervals, self.emit, self.flush = intervals, emit, flush
         self.minutes, self.attribution, self.sla_ms = minutes, attribution, round(sla_seconds * 1000)
         self.clock, self.on_skip, self.retention_ms = clock, on_skip, retention_ms
         self.newest: int | None = None  # the latest interval start seen: the horizon trails it by the retention
@@ -256,6 +264,9 @@ class IntervalAggregator:
         self._cache: OrderedDict[bytes, IntervalState] = OrderedDict()
         self.cache_size = cache_size
         self._lock = asyncio.Lock()  # a batch reads states, awaits, then writes them: prune must not cut in
+        # (integration, queue) -> contact id -> starts of the intervals that list it; built per queue
+        self._where: dict[tuple[str, str], dict[str, set[int]]] = {}
+        self._keys: dict[tuple[str, str], list[bytes]] | None = None  # the table's keys by queue, read once
 
     async def process(self, records: Iterable[tuple[bytes | None, bytes, int]]) -> list[dict]:
         """Apply (key, value, offset) records of one contacts partition in offset order; returns the
@@ -272,14 +283,13 @@ class IntervalAggregator:
 
     async def _apply_batch(self, records) -> list[dict]:
         states: dict[bytes, IntervalState] = {}
-        index: dict[bytes, dict] = {}
-        changed_index: set[bytes] = set()
-        dirty: dict[bytes, tuple[str, str, int]] = {}
+        dirty: dict[bytes, tuple[str, str, int]] = {}  # changed figures: written and emitted
+        touched: set[bytes] = set()  # changed at all (an order only, too): written
         for _key, value, offset in records:
             contact = self._contact(value)
             if contact is not None:
-                self._apply(contact, offset, states, index, changed_index, dirty)
-        if not dirty and not changed_index:
+                self._apply(contact, offset, states, dirty, touched)
+        if not touched:
             return []
         now = int(self.clock() * 1000)
         out = [build_interval(integration, queue, start, self.minutes, self.attribution, states[key], self.sla_ms,
@@ -287,11 +297,9 @@ class IntervalAggregator:
         if out:
             await self.emit([(interval_key(r["integration"], r["queue"], r["interval_start"]), orjson.dumps(r))
                              for r in out])
-        for key in dirty:
+        for key in touched:
             self.intervals[key] = states[key].dumps()
         self._keep(states)
-        for key in changed_index:
-            self.members[key] = orjson.dumps(index[key])
         if self.flush is not None:
             await self.flush()
         for record in out:
@@ -311,7 +319,12 @@ class IntervalAggregator:
             return None
         return contact
 
-    def _apply(self, contact: dict, offset: int, states, index, changed_index, dirty) -> None:
+    def _apply(self, contact: dict, offset: int, states, dirty, touched) -> None:
+        """Apply one record to every interval that lists the contact and to the one it counts in now.
+
+        Each interval takes the records in offset order on its own: one whose offset is at or past
+        this record's already has it (a replay after a crash), and one that saw a later revision of
+        the contact ignores an older one."""
         integration, queue, contact_id = contact["integration"], contact["queue"], contact["contact_id"]
         member = member_of(contact)
         target = interval_start(contact, self.minutes, self.attribution) if member else None
@@ -323,40 +336,52 @@ class IntervalAggregator:
                 self.on_skip("too_old")
                 return  # its interval's members were forgotten: it can no longer be restated
             self.newest = target if self.newest is None else max(self.newest, target)
-        mkey = interval_member_key(integration, queue, contact_id)
-        known = index.get(mkey)
-        if known is None:
-            raw = self.members.get(mkey)
-            known = index[mkey] = orjson.loads(raw) if raw is not None else {"r": 0, "e": "", "o": -1, "s": []}
-        order = revision_order(contact)
-        # Like every state key, the index has the offset of the last record that changed it. A
-        # record at or before that offset is replayed after a crash that kept the index's write
-        # (its own or a later record's of the batch) but maybe not every interval's: it is applied
-        # again, interval by interval (their offsets skip what survived), not taken for an older
-        # revision. Exact because a queue's revisions never go back (docs/contacts.md, Delivery).
-        replayed = offset <= known.get("o", -1)
-        if not replayed and (known["r"], known["e"]) > order:
-            self.on_skip("older_revision")
-            return  # an older revision arriving after a newer one changes nothing
-        starts = {s for s in known["s"] if s >= self.horizon()} | ({target} if target is not None else set())
-        for start in sorted(starts):
+        where = self._where_in(integration, queue)
+        starts = where.setdefault(contact_id, set())
+        candidates = {s for s in starts if s >= self.horizon()} | ({target} if target is not None else set())
+        order = list(revision_order(contact))
+        older = False
+        for start in sorted(candidates):
             key = interval_key(integration, queue, ms_to_time(start))
             state = states.get(key)
             if state is None:
                 state = states[key] = self._load(key)
+            starts.add(start)
             if state.offset >= offset:
                 continue  # this record's change to that interval survived a crash: applied already
-            if state.put(contact_id, member if start == target else None):
+            seen = state.orders.get(contact_id)
+            if seen is not None and seen > order:
+                older = True
+                continue  # that interval counted a later revision already
+            changed = state.put(contact_id, member if start == target else None)
+            if changed:
                 state.revision += 1
-                state.offset = offset
                 dirty[key] = (integration, queue, start)
-        updated = {**known, "s": sorted(starts)} if replayed else \
-            {"r": order[0], "e": order[1], "o": known.get("o", -1), "s": sorted(starts)}
-        if updated != known:
-            if not replayed:
-                updated["o"] = offset
-            index[mkey] = updated
-            changed_index.add(mkey)
+            if changed or seen != order:
+                state.orders[contact_id] = order
+                state.offset = offset
+                touched.add(key)
+        if older:
+            self.on_skip("older_revision")
+
+    def _where_in(self, integration: str, queue: str) -> dict[str, set[int]]:
+        """Contact id -> the starts of this queue's intervals that list it, read from the table the
+        first time the queue is met (after a start or forget())."""
+        found = self._where.get((integration, queue))
+        if found is not None:
+            return found
+        if self._keys is None:
+            self._keys = {}
+            for key in list(self.intervals.keys()):
+                name, queue_name, _ = split_interval_key(key)
+                self._keys.setdefault((name, queue_name), []).append(key)
+        found = self._where[(integration, queue)] = {}
+        for key in self._keys.pop((integration, queue), ()):
+            start = _start_of(key)
+            state = self._cache.get(key) or IntervalState.loads(self.intervals.get(key))
+            for contact_id in state.orders.keys() | state.members.keys():
+                found.setdefault(contact_id, set()).add(start)
+        return found
 
     def _load(self, key: bytes) -> IntervalState:
         state = self._cache.get(key)
@@ -374,17 +399,19 @@ class IntervalAggregator:
             self._cache.popitem(last=False)
 
     def forget(self) -> None:
-        """Drop the decoded states: the tables' partitions are moving (a rebalance), and the state
-        another worker writes meanwhile must be read from the table when they come back."""
+        """Drop what is kept in memory (decoded states, where contacts are): the table's partitions
+        are moving (a rebalance), and what another worker writes meanwhile must be read from the
+        table when they come back."""
         self._cache.clear()
+        self._where.clear()
+        self._keys = None
 
     def horizon(self) -> int:
         """Intervals starting before this are forgotten (and contacts counting in them skipped)."""
         return -1 if self.newest is None else self.newest - self.retention_ms
 
     async def prune(self) -> int:
-        """Forget intervals older than the horizon, with the member entries of their contacts;
-        returns how many. Their records stay on the intervals topic, final."""
+        """Forget intervals older than the horizon; returns how many. Their records stay on the intervals topic, final."""
         async with self._lock:
             return self._prune()
 
@@ -393,15 +420,12 @@ class IntervalAggregator:
         if horizon < 0:
             return 0
         for key in [k for k in list(self.intervals.keys()) if _start_of(k) < horizon]:
-            integration, queue, _ = split_interval_key(key)
-            for contact_id in IntervalState.loads(self.intervals.get(key)).members:
-                mkey = interval_member_key(integration, queue, contact_id)
-                raw = self.members.get(mkey)
-                if raw is not None and all(start < horizon for start in orjson.loads(raw)["s"]):
-                    del self.members[mkey]
             del self.intervals[key]
             self._cache.pop(key, None)
             dropped += 1
+        if dropped:
+            self._where.clear()  # read again from what is left, when each queue is next met
+            self._keys = None
         return dropped
 
     def recent(self, now_ms: int) -> Iterable[tuple[str, dict]]:

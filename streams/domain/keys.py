@@ -11,8 +11,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 __all__ = ["chat_key", "split_chat_key", "pending_key", "chat_of_pending_key", "group_key", "split_group_key",
-           "contact_key", "split_contact_key", "contact_id", "interval_key", "split_interval_key",
-           "interval_member_key", "queue_of_interval_key"]
+           "contact_key", "split_contact_key", "contact_id", "interval_key", "split_interval_key", "queue_of_interval_key"]
 
 _PENDING_SEP = b"\x00"  # a NUL never occurs in a chat key
 
@@ -78,14 +77,7 @@ def split_interval_key(key: bytes) -> tuple[str, str, str]:
     return integration, queue, start
 
 
-def interval_member_key(integration: str, queue: str, contact: str) -> bytes:
-    """`<integration>/<queue> NUL <contact_id>`: which intervals of a queue may hold a contact."""
-    return contact_key(integration, queue) + _PENDING_SEP + contact.encode()
-
-
 def queue_of_interval_key(key: bytes) -> bytes:
-    """The contacts-topic key (`<integration>/<queue>`) an interval or member key belongs to:
-    it decides the partition, so an interval's state sits where its contacts arrive."""
-    if _PENDING_SEP in key:
-        return key.split(_PENDING_SEP, 1)[0]
+    """The contacts-topic key (`<integration>/<queue>`) an interval key belongs to: it decides
+    the partition, so an interval's state sits where its contacts arrive."""
     return key.rsplit(b"/", 1)[0]

@@ -202,10 +202,9 @@ def _interval_statistics(app: faust.App, settings: Settings, partitions: int, ed
     each interval's state sits in its queue's partition, whichever worker emitted its contacts.
     streams/worker/interval_feed.py says why that reader is not a Faust agent."""
     tables = [app.Table(name, partitions=partitions, key_type=bytes, value_type=bytes)
-              for name in ("intervals", "interval_members", "interval_positions")]
-    for table in tables[:2]:
-        table.partition_key = queue_of_interval_key
-    tables[2].partition_for_key = lambda key: int(key)  # b"<contacts partition>" -> the next offset to read
+              for name in ("intervals", "interval_positions")]
+    tables[0].partition_key = queue_of_interval_key
+    tables[1].partition_for_key = lambda key: int(key)  # b"<contacts partition>" -> the next offset to read
     for table in tables:
         table.tail_consumer = edges.tail_consumer
 
@@ -217,13 +216,13 @@ def _interval_statistics(app: faust.App, settings: Settings, partitions: int, ed
         metrics.intervals_written.inc(len(records))
 
     aggregator = IntervalAggregator(
-        intervals=tables[0], members=tables[1], emit=emit, minutes=settings.interval_minutes,
+        intervals=tables[0], emit=emit, minutes=settings.interval_minutes,
         attribution=settings.interval_attribution, sla_seconds=settings.sla_seconds, clock=time.time,
-        flush=lambda: _acked(*tables[:2]), retention_ms=int(settings.interval_retention_days * 86_400_000),
+        flush=lambda: _acked(tables[0]), retention_ms=int(settings.interval_retention_days * 86_400_000),
         on_skip=lambda reason: metrics.interval_skipped.labels(reason).inc())
     metrics.watch_intervals(aggregator)
     feed = IntervalFeed(app, contacts_topic=settings.contacts_topic, raw_topic=settings.raw_topic,
-                        aggregator=aggregator, positions=tables[2], consumer=edges.tail_consumer,
+                        aggregator=aggregator, positions=tables[1], consumer=edges.tail_consumer,
                         max_records=settings.worker_batch_size)
     metrics.add(CallbackGauge("freshstream_worker_interval_lag_records",
                               "Contacts records the interval statistics have not applied yet, per partition.",

@@ -111,7 +111,7 @@ class Worker:
 
     def __init__(self, minutes: int = 15, attribution: str = "started", sla_seconds: float = 60.0,
                  retention_ms: int = 35 * 86_400_000) -> None:
-        self.intervals, self.members = Journal(), Journal()
+        self.intervals = Journal()
         self.emitted: list[tuple[bytes, dict]] = []
         self.skips: list[str] = []
         self.crash_in: str | None = None  # "emit" or "write": the next batch dies there
@@ -122,7 +122,7 @@ class Worker:
         self.restart()
 
     def restart(self) -> None:
-        self.aggregator = IntervalAggregator(intervals=self.intervals, members=self.members, emit=self._emit,
+        self.aggregator = IntervalAggregator(intervals=self.intervals, emit=self._emit,
                                              flush=self._flush, clock=lambda: EMITTED_MS / 1000 + 7200,
                                              on_skip=self.skips.append, **self.options)
 
@@ -139,14 +139,13 @@ class Worker:
 
     async def _flush(self) -> None:
         if self.crash_in == "write":  # everything sent; each state write survived or not
-            for table in (self.intervals, self.members):
-                table.crash(self.survives)
+            self.intervals.crash(self.survives)
             raise Crash
 
     def process(self, records) -> list[dict]:
         """One batch that completes; returns what it emitted."""
         out = asyncio.run(self.aggregator.process(records))
-        self.intervals.done(), self.members.done()
+        self.intervals.done()
         return out
 
     async def batch(self, records) -> bool:
@@ -157,7 +156,7 @@ class Worker:
             self.crash_in = None
             self.restart()
             return False
-        self.intervals.done(), self.members.done()
+        self.intervals.done()
         return True
 
     def latest(self) -> dict[bytes, dict]:
@@ -434,16 +433,17 @@ def test_a_retraction_of_the_only_contact_writes_the_interval_once_more_with_zer
     assert worker.process(kafka([retraction(conversation="c3", revision=1)], 4)) == []  # never seen: nothing
 
 
-def test_a_replayed_batch_whose_member_index_survived_counts_every_change_again():
-    """A batch moves a contact to another interval and back; the worker dies with the member
-    index written and the intervals not. The replay must make the same changes again, or the
-    intervals' next revisions fall below the ones already emitted and the truth goes stale."""
+def test_a_replayed_batch_where_one_interval_survived_makes_the_same_changes_again():
+    """A batch moves a contact to another interval and back; the worker dies with one interval
+    written and the other not. The replay must make the same changes again, or the intervals'
+    next revisions fall below the ones already emitted and the truth goes stale."""
     here, there = START_MS, START_MS + 30 * MINUTE
     worker = Worker()
     worker.process(kafka([contact(conversation="other", start=there)]))
     batch = kafka([contact(start=here), contact(start=there, revision=2, emitted=EMITTED_MS + 1),
                    contact(start=here, revision=3, emitted=EMITTED_MS + 2)], 1)
-    worker.crash_in, worker.survives = "write", lambda key: b"\x00" in key  # only member keys hold a NUL
+    survivor = interval_key("acme", "Sales", ms_to_time(here))
+    worker.crash_in, worker.survives = "write", lambda key: key == survivor
     assert not asyncio.run(worker.batch(batch))
     assert asyncio.run(worker.batch(batch))
     worker.process(kafka([contact(conversation="late", start=there, handled=False)], 4))
@@ -500,7 +500,6 @@ def test_prune_forgets_old_intervals_and_skips_contacts_for_them():
     worker.process(kafka([contact(conversation="old"), contact(conversation="new", start=START_MS + 3 * day)]))
     assert asyncio.run(worker.aggregator.prune()) == 1
     assert list(worker.intervals) == [interval_key("acme", "Sales", ms_to_time(START_MS + 3 * day))]
-    assert len(worker.members) == 1
     assert worker.process(kafka([contact(conversation="old", revision=2, handled=False),
                                  contact(conversation="older", start=START_MS + day - 1)], 2)) == []
     assert worker.skips == ["too_old", "too_old"]

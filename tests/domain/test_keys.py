@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, strategies as st
 
 from streams.domain.keys import (chat_key, chat_of_pending_key, contact_id, contact_key, group_key, interval_key,
-                          interval_member_key, pending_key, queue_of_interval_key, split_chat_key,
+                          pending_key, queue_of_interval_key, split_chat_key,
                           split_contact_key, split_group_key, split_interval_key)
 from streams.domain.times import ms_to_time
 from streams.worker.tables import partition_of
@@ -30,12 +30,11 @@ def test_group_and_contact_keys_round_trip(integration, value):
 
 
 @given(names, ids, st.integers(946_684_800_000, 4_102_444_799_999), ids)
-def test_interval_and_member_keys_round_trip_and_sit_in_their_queue_s_partition(integration, queue, start, contact):
+def test_interval_keys_round_trip_and_sit_in_their_queue_s_partition(integration, queue, start, contact):
     at = ms_to_time(start)
     key = interval_key(integration, queue, at)
     assert split_interval_key(key) == (integration, queue, at)  # a queue may hold slashes, a start none
-    member = interval_member_key(integration, queue, contact)
-    assert queue_of_interval_key(key) == queue_of_interval_key(member) == contact_key(integration, queue)
+    assert queue_of_interval_key(key) == contact_key(integration, queue)
     assert partition_of(queue_of_interval_key(key), 6) == partition_of(contact_key(integration, queue), 6)
 
 
@@ -44,4 +43,3 @@ def test_interval_keys_of_queues_with_slashes():
     assert key == b"acme/EU/Billing//2024-05-06T08:15:00.000Z"
     assert split_interval_key(key) == ("acme", "EU/Billing/", "2024-05-06T08:15:00.000Z")
     assert queue_of_interval_key(key) == b"acme/EU/Billing/"
-    assert queue_of_interval_key(interval_member_key("acme", "EU/Billing", "acme:c/1:2")) == b"acme/EU/Billing"
