@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from streams.domain.intervals import group_by
+from streams.domain.interval_figures import group_by
 from streams.domain.times import parse_time
 from streams.settings import Settings
 

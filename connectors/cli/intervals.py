@@ -30,7 +30,7 @@ from connectors.cli.progress import Progress
 from connectors.kafka.clients import make_consumer
 from connectors.kafka.topics import missing_topic, true_ends, wait_for_broker
 from streams.domain.contact import UNDEFINED_QUEUE
-from streams.domain.intervals import INTERVAL_MINUTES
+from streams.domain.interval_figures import INTERVAL_MINUTES
 from streams.domain.keys import split_interval_key
 from streams.domain.times import (ms_to_short_time, ms_to_zone_label, ms_to_zone_time, parse_operator_time,
                                   parse_time)

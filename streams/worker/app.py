@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from streams.domain.group_names import GroupNames
-from streams.domain.intervals import ATTRIBUTIONS, INTERVAL_MINUTES, IntervalAggregator
+from streams.domain.interval_figures import ATTRIBUTIONS, INTERVAL_MINUTES
+from streams.domain.intervals import IntervalAggregator
 from streams.domain.keys import chat_of_pending_key, queue_of_interval_key
 from streams.domain.metrics import WorkerMetrics
 from streams.domain.processor import ContactProcessor

@@ -21,7 +21,8 @@ from aiokafka import AIOKafkaProducer
 from connectors.cli import intervals
 from connectors.cli.main import build_parser, main
 from connectors.kafka.topics import ensure_topic
-from streams.domain.intervals import IntervalState, Member, build_interval
+from streams.domain.interval_figures import Member
+from streams.domain.intervals import IntervalState, build_interval
 from streams.domain.keys import interval_key
 from streams.domain.times import ms_to_short_time, ms_to_time, parse_time
 from streams.errors import UsageError

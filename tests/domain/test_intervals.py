@@ -23,7 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from streams.domain.contact import final_revisions, revision_plan
-from streams.domain.intervals import IntervalAggregator, IntervalState, figures, group_by, member_of
+from streams.domain.interval_figures import figures, group_by, member_of
+from streams.domain.intervals import IntervalAggregator, IntervalState
 from streams.domain.keys import contact_key, interval_key, split_interval_key
 from streams.domain.times import ms_to_time, parse_time
 from tests.schemas import assert_valid
