@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import orjson
 
-from streams.domain.interval_figures import group_by
+from streams.domain.interval_figures import figures, group_by
 from streams.domain.times import parse_time
 from streams.settings import Settings
 
-FIGURES = ("contacts", "offered", "handled", "unanswered", "handle_seconds_total", "aht_seconds",
-           "answer_seconds_total", "asa_seconds", "max_wait_seconds", "within_sla", "service_level", "expired",
-           "outcomes")
+FIGURES = tuple(name for name in figures([], 60_000) if name != "sla_seconds")  # every figure a contact moves
 
 
 def final_intervals(records) -> dict[tuple, dict]:

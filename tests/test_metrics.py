@@ -55,8 +55,10 @@ def test_interval_gauges_show_the_current_and_previous_interval_per_queue():
     from tests.contact_records import contact
 
     now = [1714986000.0 + 20 * 60]  # 2024-05-06T09:20Z: the current interval is 09:15, the previous 09:00
-    aggregator = IntervalAggregator(intervals={}, emit=lambda records: asyncio.sleep(0),
-                                    clock=lambda: now[0])
+    async def emit(records):
+        pass  # the records' contents are what the gauges read back
+
+    aggregator = IntervalAggregator(intervals={}, emit=emit, clock=lambda: now[0])
     metrics = WorkerMetrics()
     metrics.watch_intervals(aggregator)
     records = [contact("c1", 1, "Support", "2024-05-06T09:30:00.000Z"),

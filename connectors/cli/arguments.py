@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["positive", "port"]
+from streams.domain.times import ms_to_short_time, parse_operator_time
+from streams.errors import UsageError
+
+__all__ = ["positive", "port", "time_window"]
 
 
 def positive(kind):
@@ -37,3 +40,21 @@ def port(text: str) -> int:
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{text} is not a port: use 1-65535")
     return value
+
+
+def time_window(since: str, until: str | None, now_ms: int) -> tuple[int, int]:
+    """[--since, --until) as epoch ms, both read against one `now` (--until defaults to it); a bad
+    time or an empty window is the one-line usage error naming the flag."""
+    start = _operator_time(since, "--since", now_ms)
+    end = _operator_time(until, "--until", now_ms) if until else now_ms
+    if end <= start:
+        raise UsageError(f"--until {ms_to_short_time(end)} is not after --since {ms_to_short_time(start)}; "
+                         "give a later --until or an earlier --since")
+    return start, end
+
+
+def _operator_time(text: str, option: str, now_ms: int) -> int:
+    try:
+        return parse_operator_time(text, now_ms)
+    except ValueError as exc:
+        raise UsageError(f"{option} {text!r} {exc}") from None

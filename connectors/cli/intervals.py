@@ -26,13 +26,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 from aiokafka import TopicPartition
 
+from connectors.cli.arguments import time_window
 from connectors.cli.progress import Progress
 from connectors.kafka.clients import make_consumer
 from connectors.kafka.topics import missing_topic, true_ends, wait_for_broker
 from streams.domain.contact import UNDEFINED_QUEUE
 from streams.domain.interval_figures import INTERVAL_MINUTES
 from streams.domain.keys import split_interval_key
-from streams.domain.times import (ms_to_short_time, ms_to_zone_label, ms_to_zone_time, parse_operator_time,
+from streams.domain.times import (ms_to_short_time, ms_to_zone_label, ms_to_zone_time,
                                   parse_time)
 from streams.errors import UsageError
 from streams.settings import ENV_PREFIX, Settings
@@ -108,11 +109,7 @@ def zone(text: str) -> ZoneInfo:
 async def run(args, settings: Settings, out) -> int:
     """Check the range, read the topic, print the selection in the format asked for."""
     now = int(time.time()) * 1000  # one "now" for --since, --until and the zero rows
-    since = _time(args.since, "--since", now)
-    until = _time(args.until, "--until", now) if args.until else now
-    if until <= since:
-        raise UsageError(f"--until {ms_to_short_time(until)} is not after --since {ms_to_short_time(since)}; "
-                         "give a later --until or an earlier --since")
+    since, until = time_window(args.since, args.until, now)
     if args.tz is not None and args.format in UTC_ONLY:
         print(f"freshstream: warning: --tz labels the table and csv only; --format {args.format} stays UTC",
               file=sys.stderr)
@@ -131,13 +128,6 @@ async def run(args, settings: Settings, out) -> int:
     else:
         print(f"intervals: {_nothing(settings, wanted)}", file=sys.stderr)
     return 0
-
-
-def _time(text: str, option: str, now: int) -> int:
-    try:
-        return parse_operator_time(text, now)
-    except ValueError as exc:
-        raise UsageError(f"{option} {text!r} {exc}") from None
 
 
 class _Selection:

@@ -16,11 +16,12 @@ import time
 
 import orjson
 
+from connectors.cli.arguments import time_window
 from connectors.cli.progress import Progress
 from connectors.integrations.registry import load_integrations
 from connectors.kafka.topics import missing_topic, topic_names, wait_for_broker
 from connectors.replay import ReplayReport, ReplayWindow, replay
-from streams.domain.times import format_duration, ms_to_short_time, parse_operator_time
+from streams.domain.times import format_duration, ms_to_short_time
 from streams.errors import UsageError
 from streams.settings import Settings
 
@@ -49,11 +50,7 @@ def add_parser(sub) -> None:
 async def run(args, settings: Settings, out) -> int:
     """Check everything the operator typed, say what will be done, replay, and print the report."""
     now = int(time.time()) * 1000  # one "now" for --since and --until, in whole seconds: it is echoed back
-    since = _time(args.since, "--since", now)
-    until = _time(args.until, "--until", now) if args.until else now
-    if until <= since:
-        raise UsageError(f"--until {ms_to_short_time(until)} is not after --since {ms_to_short_time(since)}; "
-                         "give a later --until or an earlier --since")
+    since, until = time_window(args.since, args.until, now)
     window = ReplayWindow(since=since, until=until, integration=args.integration,
                           lookback_ms=int(settings.replay_lookback_seconds * 1000))
     await wait_for_broker(settings, timeout=min(10, settings.broker_wait_seconds))
@@ -78,13 +75,6 @@ async def run(args, settings: Settings, out) -> int:
     if report.empty:
         (_say if args.json else out)(_empty_window(settings, report))
     return 0
-
-
-def _time(text: str, option: str, now: int) -> int:
-    try:
-        return parse_operator_time(text, now)
-    except ValueError as exc:
-        raise UsageError(f"{option} {text!r} {exc}") from None
 
 
 async def _check(args, settings: Settings, target: str) -> None:

@@ -35,11 +35,6 @@ class Member:
         return [int(self.offered), int(self.handled), self.duration_ms,
                 _NO_WAIT if self.wait_ms is None else self.wait_ms, self.outcome, self.group_id]
 
-    @classmethod
-    def load(cls, raw: list) -> "Member":
-        offered, handled, duration, wait, outcome, group = raw
-        return cls(bool(offered), bool(handled), duration, None if wait == _NO_WAIT else wait, outcome, group)
-
 
 def member_of(contact: dict) -> Member | None:
     """A live contact's contribution; None for a retraction."""
