@@ -41,6 +41,13 @@ class Settings:
     interval_attribution: str = "started"  # a contact counts in the interval its cycle started, or "resolved"
     sla_seconds: float = 60.0  # service level: share of handled contacts answered within this
     interval_retention_days: float = 35.0  # intervals older than this (behind the newest) are no longer restated
+    delivery_app_id: str = "freshstream-deliver"  # consumer groups of the sinks: <this>-injixo, <this>-csv
+    delivery_state_topic: str = "freshstream.delivery"  # what the injixo sink delivered, compacted (docs/delivery.md)
+    delivery_batch_size: int = 500  # contact rows per injixo request at most
+    delivery_linger_seconds: float = 1.0  # a batch waits this long for more rows before it is posted
+    delivery_settle_seconds: float = 60.0  # a contact is delivered once it went this long without a revision
+    delivery_timeout_seconds: float = 30.0  # one request to the WFM's API must be answered within this
+    injixo_url: str = "https://api.injixo.com"  # `deliver injixo --url` overrides it
     raw_retention_ms: int = 7 * 24 * 3600 * 1000
     produce_timeout: float = 10.0
     ingress_body_timeout_seconds: float = 10.0  # a request body must arrive whole within this

@@ -128,6 +128,7 @@ def settings(broker, tmp_path) -> Settings:
                          contacts_topic=f"contacts-{suffix}", groups_topic=f"groups-{suffix}",
                          integrations_topic=f"integrations-{suffix}", worker_app_id=f"worker-{suffix}",
                          health_topic=f"health-{suffix}", intervals_topic=f"intervals-{suffix}",
+                         delivery_app_id=f"deliver-{suffix}", delivery_state_topic=f"delivery-{suffix}",
                          health_publish_seconds=0.2,
                          group_wait_seconds=3.0, log_level="DEBUG", library_log_level="DEBUG")
 

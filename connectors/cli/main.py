@@ -8,7 +8,7 @@ import logging
 import sys
 from importlib import metadata
 
-from connectors.cli import broker, dev, ingress, integrations, intervals, lag, replay, simulate, tail, worker
+from connectors.cli import broker, deliver, dev, ingress, integrations, intervals, lag, replay, simulate, tail, worker
 from connectors.cli.logs import add_options, configure_logging
 from connectors.cli.signals import until_signal_or
 from connectors.kafka.clients import broker_errors
@@ -19,7 +19,7 @@ __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger(__name__)
 
-VERBS = (dev, broker, ingress, worker, tail, intervals, simulate, lag, replay, integrations)  # in `--help` order
+VERBS = (dev, broker, ingress, worker, tail, intervals, deliver, simulate, lag, replay, integrations)  # in `--help` order
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,6 +97,8 @@ async def _dispatch_kafka(args, settings: Settings) -> int:
         return await until_signal_or(tail.run(args, settings))
     if args.command == "intervals":  # an export: Ctrl-C leaves it unfinished, exit 130, not 0
         return await intervals.run(args, settings, print)
+    if args.command == "deliver":
+        return await deliver.run(args, settings)
     if args.command == "integrations":
         return await integrations.run(args, settings, print)
     if args.command == "broker":

@@ -10,24 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import random
 from typing import Awaitable, Callable
 from urllib.parse import quote
 
 import httpx
 
+from connectors.backoff import backoff_delay, retry_after
 from streams.errors import FreshstreamError
 
 __all__ = ["FreshchatClient", "FreshchatError", "FreshchatAuthError", "FreshchatNotFound",
-           "FreshchatRateLimited", "FreshchatUnavailable", "backoff_delay", "BACKOFF_BASE",
-           "BACKOFF_CAP", "MAX_RETRY_AFTER"]
+           "FreshchatRateLimited", "FreshchatUnavailable"]
 
 logger = logging.getLogger(__name__)
-
-BACKOFF_BASE = 0.5  # seconds before the first retry, doubled at each further one
-BACKOFF_CAP = 30.0  # longest backoff between two attempts
-MAX_RETRY_AFTER = 300.0  # a larger Retry-After (a broken proxy?) must not park a caller for hours
 
 
 class FreshchatError(FreshstreamError):
@@ -68,11 +62,6 @@ class _Retry(Exception):
         super().__init__(str(error))
         self.error, self.delay = error, delay
 
-
-def backoff_delay(attempt: int, jitter: Callable[[], float] = random.random) -> float:
-    """Seconds to wait before retry `attempt` (0-based): base·2ⁿ capped, scaled into [½, 1]."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, 32))
-    return ceiling * (0.5 + 0.5 * jitter())
 
 
 class FreshchatClient:
@@ -136,7 +125,7 @@ class FreshchatClient:
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise FreshchatError(f"{self.label}: GET {path} failed: {type(exc).__name__}") from None
         if response.status_code == 429 or response.status_code >= 500:
-            hint = _retry_after(response)
+            hint = retry_after(response.headers)
             delay = backoff_delay(attempt) if hint is None else hint
             raise _Retry(self._retryable(response, path, hint), delay)
         return self._document(response, path)
@@ -212,14 +201,3 @@ def _last_page(doc: dict, page: int) -> bool:
         return True
     links = doc.get("links")
     return not (isinstance(links, dict) and links.get("next_page"))
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds, when present and sane (HTTP dates are not used by Freshchat)."""
-    try:
-        value = float(response.headers.get("Retry-After", ""))
-    except ValueError:
-        return None
-    if math.isnan(value) or value < 0:
-        return None
-    return min(value, MAX_RETRY_AFTER)

@@ -35,6 +35,8 @@ class Integration:
     api_key_enc: str | None = None
     webhook_public_key: str | None = None
     disabled: bool = False
+    injixo_configuration_id: str | None = None  # where `deliver injixo` posts this integration's contacts
+    injixo_api_key_enc: str | None = None  # the injixo API key, encrypted like the Freshchat one
     created_at: str = ""
     updated_at: str = ""
 
@@ -51,6 +53,8 @@ class Integration:
         return {"id": self.id, "domain": self.domain, "disabled": self.disabled,
                 "freshchat_api_key": "set" if self.api_key_enc else "not set",
                 "webhook_public_key": "set" if self.webhook_public_key else "not set",
+                "injixo_delivery": "configured" if self.delivers_to_injixo else "not configured",
+                "injixo_configuration_id": self.injixo_configuration_id,
                 "created_at": self.created_at, "updated_at": self.updated_at}
 
     def key_matches(self, presented: str) -> bool:
@@ -65,6 +69,15 @@ class Integration:
 
     def enable(self) -> "Integration":
         return replace(self, disabled=False, updated_at=_now())
+
+    @property
+    def delivers_to_injixo(self) -> bool:
+        return bool(self.injixo_configuration_id and self.injixo_api_key_enc)
+
+    def with_injixo(self, configuration_id: str | None, api_key_enc: str | None) -> "Integration":
+        """Both None: delivery to injixo stops for this integration."""
+        return replace(self, injixo_configuration_id=configuration_id, injixo_api_key_enc=api_key_enc,
+                       updated_at=_now())
 
 
 def new_ingress_key() -> str:
@@ -151,6 +164,17 @@ def decrypt_api_key(cipher: Fernet, integration: Integration) -> str | None:
     except InvalidToken:
         raise IntegrationError(f"integration {integration.id}: the stored Freshchat API key "
                                "cannot be decrypted with this FRESHSTREAM_SECRET_KEY") from None
+
+
+def decrypt_injixo_key(cipher: Fernet, integration: Integration) -> str | None:
+    """The injixo API key in clear, for the injixo sink's Authorization header only."""
+    if not integration.injixo_api_key_enc:
+        return None
+    try:
+        return cipher.decrypt(integration.injixo_api_key_enc.encode()).decode()
+    except InvalidToken:
+        raise IntegrationError(f"integration {integration.id}: the stored injixo API key cannot be decrypted "
+                               "with this FRESHSTREAM_SECRET_KEY") from None
 
 
 def _now() -> str:

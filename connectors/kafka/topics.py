@@ -28,6 +28,7 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         NewTopic(settings.dlq_topic, n, 1, topic_configs={"retention.ms": str(settings.raw_retention_ms)}),
         NewTopic(settings.contacts_topic, n, 1),
         NewTopic(settings.intervals_topic, n, 1, topic_configs=compact),
+        NewTopic(settings.delivery_state_topic, n, 1, topic_configs=compact),
         NewTopic(settings.groups_topic, 1, 1, topic_configs=compact),
         NewTopic(settings.integrations_topic, 1, 1, topic_configs=compact),
         NewTopic(settings.health_topic, 1, 1, topic_configs=compact),

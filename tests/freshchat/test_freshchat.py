@@ -6,9 +6,9 @@ import httpx
 import pytest
 
 from connectors.kafka.broker import free_port
-from connectors.freshchat.client import (BACKOFF_BASE, BACKOFF_CAP, FreshchatAuthError, FreshchatClient,
-                                  FreshchatError, FreshchatNotFound, FreshchatRateLimited,
-                                  FreshchatUnavailable, backoff_delay)
+from connectors.backoff import BACKOFF_BASE, BACKOFF_CAP, backoff_delay
+from connectors.freshchat.client import (FreshchatAuthError, FreshchatClient, FreshchatError, FreshchatNotFound,
+                                         FreshchatRateLimited, FreshchatUnavailable)
 from tests.fake_freshchat import FakeFreshchat
 from tests.kafka_records import SECRETS
 
