@@ -4,14 +4,16 @@ The raw topic and the chat table share the chat key, so a chat's events and its 
 sit in the same partition; the contacts topic is keyed by queue, so every contact of a
 queue lands in one partition; a parked contact is keyed by its chat, so its changelog
 partition is its chat's. The interval tables and the intervals topic are keyed by queue
-too (`<integration>/<queue>/...`), so an interval lives in its contacts' partition.
+too (`<integration>/<queue>/...`), so an interval lives in its contacts' partition, and so is
+what the injixo sink delivered (`<integration>/<queue> NUL <contact_id>`).
 Pure: no I/O.
 """
 
 from __future__ import annotations
 
 __all__ = ["chat_key", "split_chat_key", "pending_key", "chat_of_pending_key", "group_key", "split_group_key",
-           "contact_key", "split_contact_key", "contact_id", "interval_key", "split_interval_key", "queue_of_interval_key"]
+           "contact_key", "split_contact_key", "contact_id", "interval_key", "split_interval_key", "queue_of_interval_key",
+           "delivery_line_key", "split_delivery_line_key", "delivery_batch_key", "batch_of_delivery_key"]
 
 _PENDING_SEP = b"\x00"  # a NUL never occurs in a chat key
 
@@ -81,3 +83,28 @@ def queue_of_interval_key(key: bytes) -> bytes:
     """The contacts-topic key (`<integration>/<queue>`) an interval key belongs to: it decides
     the partition, so an interval's state sits where its contacts arrive."""
     return key.rsplit(b"/", 1)[0]
+
+
+_BATCH_PREFIX = b"\x00batch\x00"  # a line key starts with an integration name, never with NUL
+
+
+def delivery_line_key(contact_key_: bytes, contact_id_: str) -> bytes:
+    """`<integration>/<queue> NUL <contact_id>`: what the injixo sink delivered for one contact under one
+    queue key, on the delivery state topic in that queue's contacts partition."""
+    return contact_key_ + _PENDING_SEP + contact_id_.encode()
+
+
+def split_delivery_line_key(key: bytes) -> tuple[bytes, str]:
+    """(contacts-topic key, contact_id) of a line key."""
+    head, _, contact = key.partition(_PENDING_SEP)
+    return head, contact.decode(errors="replace")
+
+
+def delivery_batch_key(batch_id: str) -> bytes:
+    """The key of a batch the injixo sink is posting (an intent), tombstoned once it is delivered."""
+    return _BATCH_PREFIX + batch_id.encode()
+
+
+def batch_of_delivery_key(key: bytes) -> str | None:
+    """The batch id of an intent key; None for a line key."""
+    return key[len(_BATCH_PREFIX):].decode() if key.startswith(_BATCH_PREFIX) else None
