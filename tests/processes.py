@@ -106,3 +106,12 @@ class IngressProcess(FreshstreamProcess):
 
     def __init__(self, settings: Settings, log_dir: Path, name: str = "ingress") -> None:
         super().__init__(settings, log_dir, name)
+
+
+class InjixoSinkProcess(FreshstreamProcess):
+    """`freshstream deliver injixo --url <fake> --settle <s>`, ready once it holds partitions."""
+
+    def __init__(self, settings: Settings, log_dir: Path, url: str, settle: float = 0.0,
+                 name: str = "deliver-injixo") -> None:
+        super().__init__(settings, log_dir, name)
+        self.verb = ["deliver", "injixo", "--url", url, "--settle", str(settle)]
