@@ -205,7 +205,7 @@ def _delivery_view(integration, records: list[dict], now: float) -> dict:
     # the URL of the instance that failed: a transport error is about that address
     where = failed if failed.get("last_failure_at") else max(records, key=lambda r: _ms(r.get("published_at")) or 0)
     return {
-        "state": state, "url": where.get("url"),
+        "state": state, "configuration_id": integration.injixo_configuration_id, "url": where.get("url"),
         "backlog": sum(r.get("backlog") or 0 for r in records), "backlog_oldest_at": oldest,
         "backlog_age_seconds": max(0.0, now - _ms(oldest) / 1000) if oldest else None,
         "last_delivered_at": delivered.get("last_delivered_at"),
