@@ -19,6 +19,7 @@ from connectors.kafka.broker import EmbeddedBroker, free_port
 from streams.settings import ENV_PREFIX, Settings
 from tests.kafka_records import SECRETS, put_integration, public_pem, wait_until
 from tests.fake_freshchat import fake_freshchat  # noqa: F401  (a fixture for every test module)
+from tests.fake_injixo import fake_injixo  # noqa: F401  (likewise)
 from tests.processes import WorkerProcess
 
 

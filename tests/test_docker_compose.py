@@ -76,7 +76,9 @@ def test_prometheus_scrapes_both_services_and_grafana_is_provisioned():
                    "freshstream_integration_status", "freshstream_ingress_last_accepted_timestamp_seconds",
                    "freshstream_worker_revisions_total", "freshstream_worker_retractions_total",
                    "freshstream_interval_offered", "freshstream_interval_handled", "freshstream_interval_aht_seconds",
-                   "freshstream_interval_service_level"):
+                   "freshstream_interval_service_level", "freshstream_delivery_backlog_contacts",
+                   "freshstream_delivery_backlog_age_seconds",
+                   "freshstream_delivery_last_delivered_timestamp_seconds"):
         assert series in exprs, f"the dashboard has no panel for {series}"
     source = " ".join(path.read_text() for folder in ("connectors", "streams") for path in (ROOT / folder).rglob("*.py"))
     for series in set(re.findall(r"freshstream_[a-z_]+", exprs)):

@@ -110,7 +110,16 @@ def assemble(settings: Settings, partitions: int, web_port: int | None = None):
     gauges = [
         CallbackGauge("freshstream_integration_status",
               "1 for each integration's current status (operational, silent, rejecting, "
-              "freshchat_api_failing, disabled), 0 for the others.", health.status_samples),
+              "freshchat_api_failing, delivery_failing, disabled), 0 for the others.", health.status_samples),
+        CallbackGauge("freshstream_delivery_backlog_contacts",
+              "Contacts a delivery sink read but has not delivered to injixo yet, settling included, "
+              "summed over the sink's instances.", health.delivery_samples("backlog")),
+        CallbackGauge("freshstream_delivery_backlog_age_seconds",
+              "Now minus the emission time of the oldest contact waiting for delivery to injixo (0 when none "
+              "waits).", health.delivery_samples("backlog_age_seconds")),
+        CallbackGauge("freshstream_delivery_last_delivered_timestamp_seconds",
+              "When a contact of the integration was last delivered to injixo (Unix time).",
+              health.delivery_samples("last_delivered_at")),
         CallbackGauge("freshstream_freshchat_api_up",
               "1 when the last poll of an integration's Freshchat REST API succeeded.", lambda: _api_up(feed)),
         CallbackGauge("freshstream_worker_lag_records", "Unprocessed raw records per partition.", lag.gauge("lag")),

@@ -7,7 +7,8 @@ kept and sent with the next flush, so a broker hiccup delays health, never loses
 
 The worker is the process Prometheus scrapes for the pipeline, so WorkerHealth also
 follows the health topic and exports each integration's merged status, with the
-ingress's view included: one place to alert on "rejecting" or "silent".
+ingress's and the delivery sinks' views included: one place to alert on "rejecting",
+"silent" or "delivery_failing", and on a delivery backlog that grows.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from connectors.kafka.clients import make_producer
 from connectors.kafka.follower import TopicFollower, read_once
 from connectors.service import Service
 from streams.domain.integration_health import STATUSES, ApiHealth, HealthView, assess
+from streams.domain.times import parse_time
 from streams.settings import Settings
 
 __all__ = ["HealthPublisher", "instance_name", "load_health", "forget_health", "WorkerHealth"]
@@ -123,6 +125,25 @@ class WorkerHealth(Service):
         if self._publisher is not None:  # it holds this run's producer: a restart makes both anew
             await self.remove_dependency(self._publisher)
             self._publisher = None
+
+    def delivery_samples(self, field: str):
+        """Samples of one figure of the merged delivery view, for the integrations that deliver
+        to injixo; none before a sink has reported (an unknown backlog is not an empty one)."""
+        def samples():
+            for integration in self._integrations():
+                if not integration.delivers_to_injixo:
+                    continue
+                view = assess(integration, self.view.records(integration.id), self.settings)["delivery"]
+                if view["state"] == "unknown":
+                    continue
+                if field == "last_delivered_at":
+                    at = parse_time(view["last_delivered_at"])
+                    value = None if at is None else at / 1000
+                else:  # no backlog is an age of 0, so that an alert on the age clears
+                    value = view[field] or 0
+                if value is not None:
+                    yield {"integration": integration.id}, value
+        return samples
 
     def status_samples(self):
         """`freshstream_integration_status`: 1 for each integration's current status, 0 for the others."""

@@ -3,7 +3,8 @@
 "Data stopped arriving but the integration says Operational" is answered from two
 vantage points that live in different processes: the ingress sees posts accepted
 and refused on an integration's URL; the worker's group poller sees whether
-Freshchat's REST API takes the integration's key. Each process publishes what it
+Freshchat's REST API takes the integration's key; and once contacts are delivered into a
+WFM, the delivery sink sees whether injixo takes them. Each process publishes what it
 saw to the compacted health topic, one record per integration, source and instance
 (so instances never overwrite each other), and whoever asks — `integrations
 status`, the worker's /metrics — merges them with `assess`. Pure: no I/O here.
@@ -24,7 +25,8 @@ __all__ = ["IngressActivity", "ApiHealth", "HealthView", "assess", "STATUSES", "
 
 # Most specific cause first: a rotated key also makes the integration silent, but
 # "rejecting" is what tells the admin what to fix.
-STATUSES = ("disabled", "rejecting", "freshchat_api_failing", "silent", "operational")
+# A failing delivery outranks "silent": contacts may still arrive, but the WFM does not get them.
+STATUSES = ("disabled", "rejecting", "freshchat_api_failing", "delivery_failing", "silent", "operational")
 KEPT_AUTH_FAILURES = 20  # per integration and instance: enough for any sensible threshold
 
 
@@ -156,6 +158,9 @@ def assess(integration, records: list[dict], settings: Settings, now: float | No
         problems.append("rejecting")
     if api is not None and not api.get("ok"):
         problems.append("freshchat_api_failing")
+    delivery = _delivery_view(integration, [r for r in records if r.get("source") == "delivery"], now)
+    if delivery["state"] in ("failing", "stopped"):
+        problems.append("delivery_failing")
     if quiet_since is None or now * 1000 - quiet_since >= settings.health_silent_seconds * 1000:
         problems.append("silent")
     status = "disabled" if integration.disabled else (problems[0] if problems else "operational")
@@ -167,6 +172,7 @@ def assess(integration, records: list[dict], settings: Settings, now: float | No
                         if reject and reject.get("last_reject_at") else None),
         "recent_auth_failures": len(failures),
         "freshchat_api": _api_view(integration, api),
+        "delivery": delivery,
     }
 
 
@@ -178,6 +184,38 @@ def _api_view(integration, api: dict | None) -> dict:
     return {"state": "ok" if api.get("ok") else "failing", "error": api.get("error"),
             "http_status": api.get("http_status"), "checked_at": api.get("published_at"),
             "last_success_at": api.get("last_success_at")}
+
+
+def _delivery_view(integration, records: list[dict], now: float) -> dict:
+    """Several sink instances may each hold some of the contacts' partitions, so no single
+    record speaks for the integration: the worst state wins (one stopped instance means
+    contacts that will not arrive), backlogs add up, and the newest delivery and failure count."""
+    if not integration.delivers_to_injixo:
+        return {"state": "not_configured"}
+    if not records:
+        return {"state": "unknown"}
+    states = {r.get("state") for r in records}
+    state = "stopped" if "stopped" in states else "failing" if "failing" in states else "ok"
+    oldest = min((t for r in records if _ms(t := r.get("backlog_oldest_at")) is not None), key=_ms, default=None)
+    delivered = max(records, key=lambda r: _ms(r.get("last_delivered_at")) or 0)
+    # the failure to report is the latest of the instances in the merged state: a stopped
+    # instance's 401 is what needs fixing, even when another instance saw a 503 since
+    culprits = [r for r in records if r.get("state") == state] if state != "ok" else records
+    failed = max(culprits, key=lambda r: _ms(r.get("last_failure_at")) or 0)
+    # the URL of the instance that failed: a transport error is about that address
+    where = failed if failed.get("last_failure_at") else max(records, key=lambda r: _ms(r.get("published_at")) or 0)
+    return {
+        "state": state, "configuration_id": integration.injixo_configuration_id, "url": where.get("url"),
+        "backlog": sum(r.get("backlog") or 0 for r in records), "backlog_oldest_at": oldest,
+        "backlog_age_seconds": max(0.0, now - _ms(oldest) / 1000) if oldest else None,
+        "last_delivered_at": delivered.get("last_delivered_at"),
+        "last_delivered_contact": (delivered.get("last_delivered_contact")
+                                   if delivered.get("last_delivered_at") else None),
+        "last_failure": ({"status": failed.get("last_failure_status"), "error": failed.get("last_failure_error"),
+                          "at": failed.get("last_failure_at")} if failed.get("last_failure_at") else None),
+        "instances": len(records),
+        "checked_at": _latest(r.get("published_at") for r in records),
+    }
 
 
 def _latest(times) -> str | None:

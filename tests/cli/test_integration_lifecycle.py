@@ -20,8 +20,8 @@ pytestmark = pytest.mark.integration
 PREFIX = "freshstream: error: "
 
 
-def cli(settings, *args) -> subprocess.CompletedProcess:
-    env = {**settings_env(settings), "FRESHSTREAM_LOG_LEVEL": "WARNING"}
+def cli(settings, *args, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**settings_env(settings), "FRESHSTREAM_LOG_LEVEL": "WARNING", **(extra_env or {})}
     result = subprocess.run([sys.executable, "-m", "connectors.cli", "integrations", *args], env=env,
                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     for line in (result.stdout + result.stderr).splitlines():

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from connectors.integrations.records import new_integration
-from streams.domain.integration_health import STATUSES, ApiHealth, HealthView, IngressActivity, assess
+from streams.domain.integration_health import STATUSES, ApiHealth, HealthView, IngressActivity, assess, health_key
 from streams.settings import Settings
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -22,10 +22,10 @@ class Clock:
         return self.now
 
 
-def integration(name="acme", *, api_key=True, disabled=False, created_at=HOUR_AGO):
+def integration(name="acme", *, api_key=True, disabled=False, created_at=HOUR_AGO, injixo=False):
     record = new_integration(name, "acme.freshchat.com", "key", api_key_enc="enc" if api_key else None)
     record = record.__class__(**{**record.__dict__, "created_at": created_at, "disabled": disabled})
-    return record
+    return record.with_injixo("cfg-1", "enc-injixo") if injixo else record
 
 
 def view_of(*sources) -> HealthView:
@@ -159,6 +159,84 @@ def test_the_view_ignores_unreadable_records_and_honours_tombstones():
     assert len(view.records("acme")) == 1
     view.apply(b"acme/ingress/i", None)
     assert view.records("acme") == []
+
+
+def delivery(instance: str, state: str = "ok", **fields) -> tuple[bytes, bytes]:
+    """A delivery sink's health record, as the injixo sink publishes it."""
+    doc = {"v": 1, "integration": "acme", "source": "delivery", "instance": instance, "sink": "injixo",
+           "published_at": "2027-01-15T07:59:59.000Z", "state": state, "url": "https://api.injixo.com",
+           "last_delivered_at": None, "last_delivered_contact": None, "delivered_contacts": 0,
+           "last_failure_at": None, "last_failure_status": None, "last_failure_error": None,
+           "backlog": 0, "backlog_oldest_at": None, **fields}
+    return health_key("acme", "delivery", instance), orjson.dumps(doc)
+
+
+def busy_view(*records) -> HealthView:
+    """Recent traffic, so that only delivery can be the problem."""
+    ingress = IngressActivity("i", Clock(NOW - 10))
+    ingress.accepted("acme")
+    view = view_of(ingress)
+    for key, value in records:
+        view.apply(key, value)
+    return view
+
+
+def test_delivery_is_not_configured_without_set_delivery_and_unknown_before_a_sink_reports():
+    stray = delivery("h:deliver-injixo:1", "stopped", last_failure_status=401, last_failure_at=HOUR_AGO)
+    report = status(integration(), busy_view(stray))
+    assert report["delivery"] == {"state": "not_configured"}, "a record left from before --clear does not count"
+    assert report["status"] == "operational"
+    assert status(integration(injixo=True), busy_view())["delivery"] == {"state": "unknown"}
+    assert status(integration(injixo=True), busy_view())["status"] == "operational"
+
+
+def test_delivery_merges_the_instances_each_holding_some_partitions():
+    first = delivery("h1:deliver-injixo:1", last_delivered_at="2027-01-15T07:59:00.000Z",
+                     last_delivered_contact="c-7", delivered_contacts=5, backlog=3,
+                     backlog_oldest_at="2027-01-15T07:58:00.000Z")
+    second = delivery("h2:deliver-injixo:1", last_delivered_at="2027-01-15T07:59:30.000Z",
+                      last_delivered_contact="c-9", delivered_contacts=2, backlog=4,
+                      backlog_oldest_at="2027-01-15T07:59:00.000Z",
+                      last_failure_at="2027-01-15T07:50:00.000Z", last_failure_status=503,
+                      last_failure_error="HTTP 503 from injixo")
+    report = status(integration(injixo=True), busy_view(first, second))
+    view = report["delivery"]
+    assert report["status"] == "operational" and "delivery_failing" not in report["problems"]
+    assert view["state"] == "ok" and view["backlog"] == 7 and view["instances"] == 2
+    assert view["backlog_oldest_at"] == "2027-01-15T07:58:00.000Z" and view["backlog_age_seconds"] == 120.0
+    assert view["last_delivered_at"] == "2027-01-15T07:59:30.000Z" and view["last_delivered_contact"] == "c-9"
+    assert view["last_failure"] == {"status": 503, "error": "HTTP 503 from injixo", "at": "2027-01-15T07:50:00.000Z"}
+
+
+def test_one_failing_instance_makes_delivery_failing_and_a_stopped_one_outranks_it():
+    fine = delivery("h1:deliver-injixo:1", last_delivered_at="2027-01-15T07:59:30.000Z")
+    failing = delivery("h2:deliver-injixo:1", "failing", last_failure_at="2027-01-15T07:59:50.000Z",
+                       last_failure_status=503, last_failure_error="HTTP 503", backlog=2,
+                       backlog_oldest_at="2027-01-15T07:55:00.000Z")
+    report = status(integration(injixo=True), busy_view(fine, failing))
+    assert report["status"] == "delivery_failing" and report["problems"] == ["delivery_failing"]
+    assert report["delivery"]["state"] == "failing" and report["delivery"]["backlog_age_seconds"] == 300.0
+    stopped = delivery("h3:deliver-injixo:1", "stopped", last_failure_at="2027-01-15T07:40:00.000Z",
+                       last_failure_status=401, last_failure_error="injixo refused the API key")
+    report = status(integration(injixo=True), busy_view(fine, failing, stopped))
+    assert report["delivery"]["state"] == "stopped"
+    assert report["delivery"]["last_failure"]["status"] == 401, "the stopped instance's failure, though older"
+    assert report["status"] == "delivery_failing"
+
+
+def test_delivery_failing_ranks_after_the_api_and_before_silent():
+    clock = Clock(NOW - 2000)
+    ingress, api = IngressActivity("i", clock), ApiHealth("w", clock)
+    ingress.accepted("acme")
+    api.report("acme", {"ok": False, "error": "HTTP 503", "http_status": 503})
+    view = view_of(ingress, api)
+    view.apply(*delivery("d", "failing", last_failure_at=HOUR_AGO, last_failure_status=None,
+                         last_failure_error="connection refused"))
+    report = status(integration(injixo=True), view)
+    assert report["problems"] == ["freshchat_api_failing", "delivery_failing", "silent"]
+    assert report["delivery"]["last_failure"]["status"] is None
+    assert STATUSES.index("freshchat_api_failing") + 1 == STATUSES.index("delivery_failing") == \
+        STATUSES.index("silent") - 1
 
 
 @pytest.mark.parametrize("name", STATUSES)
