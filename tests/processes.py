@@ -106,3 +106,12 @@ class IngressProcess(FreshstreamProcess):
 
     def __init__(self, settings: Settings, log_dir: Path, name: str = "ingress") -> None:
         super().__init__(settings, log_dir, name)
+
+
+class CsvSinkProcess(FreshstreamProcess):
+    """`freshstream deliver csv --dir DIR`, ready once it has read the topics to their ends."""
+
+    def __init__(self, settings: Settings, log_dir: Path, directory: Path, *options: str,
+                 name: str = "deliver-csv") -> None:
+        super().__init__(settings, log_dir, name)
+        self.verb = ["deliver", "csv", "--dir", str(directory), *options]
