@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import fcntl
+import io
 import logging
 import os
 import sys
@@ -22,6 +23,7 @@ import orjson
 from aiokafka import TopicPartition
 from prometheus_client import Counter, Gauge
 
+from connectors.cli.deliver import ROTATIONS
 from connectors.cli.signals import until_signal_or
 from connectors.delivery.web import SinkWeb
 from connectors.integrations.records import NAME_PATTERN
@@ -45,8 +47,6 @@ KINDS = {"contacts": CONTACT_COLUMNS, "intervals": INTERVAL_COLUMNS}
 
 async def run_csv(args, settings: Settings) -> int:
     """Take the directory, serve the probes, and write files until a signal."""
-    from connectors.cli.deliver import ROTATIONS
-
     directory = Path(args.dir)
     rotate = ROTATIONS[args.rotate]
     lock = take_directory(directory, args.rotate, rotate, settings.interval_attribution)
@@ -305,8 +305,6 @@ class CsvSink:
 
 def _write_csv(path: Path, columns, rows) -> None:
     """Header and rows, RFC 4180 (CRLF, quoted where needed), replacing the file in one rename."""
-    import io
-
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(columns)

@@ -15,7 +15,7 @@ from hypothesis import given, settings, strategies as st
 from streams.domain.contact import final_revisions, revision_plan
 from streams.domain.csv_files import (CONTACT_COLUMNS, INTERVAL_COLUMNS, RowFiles, contact_cells, contact_change,
                                       interval_cells, interval_change, queue_identifier)
-from streams.domain.times import ms_to_time, parse_time
+from streams.domain.times import ms_to_file_stamp, ms_to_time, parse_file_stamp, parse_time
 from tests.contact_records import contact, retraction
 from tests.interval_records import interval
 
@@ -35,6 +35,12 @@ def test_a_contact_row_spells_values_as_json_does():
     assert row["revision"] == "2" and row["offered"] == "true" and row["first_response_at"] == ""
     assert row["wait_seconds"] == "" and row["duration_seconds"] == "600.0" and row["messages_user"] == "2"
     assert row["queue_identifier"] == "g-sales"
+
+
+def test_file_names_are_the_period_start_without_colons():
+    assert ms_to_file_stamp(NINE + 15 * 60_000) == "2024-05-06T0915Z"
+    assert parse_file_stamp("2024-05-06T0915Z") == NINE + 15 * 60_000
+    assert parse_file_stamp("2024-02-30T0915Z") is None and parse_file_stamp("notes") is None
 
 
 def test_queue_identifier_is_the_one_group_or_the_name():
