@@ -31,3 +31,21 @@ def expected_intervals(final_contacts, settings: Settings, integration: str | No
     grouped = group_by(live, settings.interval_minutes, settings.interval_attribution,
                        round(settings.sla_seconds * 1000))
     return {key: {f: figures[f] for f in FIGURES} for key, figures in grouped.items()}
+
+
+def interval(integration: str, queue: str, start: str, revision: int, *, contacts: int = 1,
+             updated_at: str = "2024-05-06T10:00:00.000Z", outcomes: dict | None = None) -> dict:
+    """An interval record as the worker writes it (schemas/interval.schema.json), figures made up."""
+    outcomes = {"resolved": contacts} if outcomes is None else outcomes
+    return {"v": 1, "integration": integration, "queue": queue, "interval_start": start, "interval_minutes": 15,
+            "attribution": "started", "revision": revision, "updated_at": updated_at, "contacts": contacts,
+            "offered": contacts, "handled": contacts, "unanswered": 0, "handle_seconds_total": 600.0 * contacts,
+            "aht_seconds": 600.0 if contacts else None, "answer_seconds_total": 60.0 * contacts,
+            "asa_seconds": 60.0 if contacts else None, "max_wait_seconds": 60.0 if contacts else None,
+            "sla_seconds": 60.0, "within_sla": contacts, "service_level": 1.0 if contacts else None,
+            "expired": 0, "outcomes": outcomes, "group_ids": [f"g-{queue.lower()}"] if contacts else []}
+
+
+def interval_key(record: dict) -> bytes:
+    """The intervals-topic key the record is written under."""
+    return f"{record['integration']}/{record['queue']}/{record['interval_start']}".encode()

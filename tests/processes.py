@@ -115,3 +115,12 @@ class InjixoSinkProcess(FreshstreamProcess):
                  name: str = "deliver-injixo") -> None:
         super().__init__(settings, log_dir, name)
         self.verb = ["deliver", "injixo", "--url", url, "--settle", str(settle)]
+
+
+class CsvSinkProcess(FreshstreamProcess):
+    """`freshstream deliver csv --dir DIR`, ready once it has read the topics to their ends."""
+
+    def __init__(self, settings: Settings, log_dir: Path, directory: Path, *options: str,
+                 name: str = "deliver-csv") -> None:
+        super().__init__(settings, log_dir, name)
+        self.verb = ["deliver", "csv", "--dir", str(directory), *options]

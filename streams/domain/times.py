@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 
 __all__ = ["parse_time", "format_time", "utc_now_text", "ms_to_time", "parse_operator_time", "format_duration",
-           "ms_to_short_time", "ms_to_zone_time", "ms_to_zone_label"]
+           "ms_to_short_time", "ms_to_zone_time", "ms_to_zone_label", "ms_to_file_stamp", "parse_file_stamp"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MIN_MS, _MAX_MS = 946_684_800_000, 4_102_444_800_000  # 2000-01-01 .. 2100-01-01
@@ -141,6 +141,27 @@ def ms_to_zone_label(ms: int, zone: tzinfo | None) -> str:
     if zone is None:
         return moment.strftime("%Y-%m-%d %H:%MZ")
     return moment.astimezone(zone).isoformat(sep=" ", timespec="minutes")
+
+
+_FILE_STAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2})(\d{2})Z")
+
+
+def ms_to_file_stamp(ms: int) -> str:
+    """A minute as a file name can hold it on every system a WFM import runs on (`2024-05-06T0915Z`):
+    no colon, which Windows refuses in a name, and sorting by name sorts by time."""
+    return time.strftime("%Y-%m-%dT%H%MZ", time.gmtime(ms // 60_000 * 60))
+
+
+def parse_file_stamp(text: str) -> int | None:
+    """Epoch ms of a ms_to_file_stamp name, None for any other text (a file someone else put there)."""
+    match = _FILE_STAMP.fullmatch(text)
+    if match is None:
+        return None
+    try:
+        moment = datetime(*map(int, match.groups()), tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def format_duration(ms: int) -> str:
