@@ -12,7 +12,6 @@ from connectors.integrations.records import load_cipher, new_ingress_key, new_in
 from connectors.kafka.topics import ensure_topics
 from tests.contact_records import contact, key, retraction
 from tests.delivery_sums import expected_sums
-from tests.fake_injixo import fake_injixo  # noqa: F401  (fixture)
 from tests.kafka_records import put_integration, read_topic, values, wait_until
 from tests.processes import InjixoSinkProcess
 
@@ -75,14 +74,18 @@ def test_revisions_a_sink_kill_500s_and_429s_leave_injixo_with_the_final_contact
     api_key = fake_injixo.add_key("cfg-acme")
     configure(loop_thread, settings, "acme", "cfg-acme", api_key)
     records = history(120)
-    loop_thread.run(write(settings, records))
+    first = [r for r in records if r["revision"] == 1]
+    later = [r for r in records if r["revision"] > 1]  # revisions of contacts delivered already: corrections
+    loop_thread.run(write(settings, first))
     expected = expected_sums(records, {"acme": "cfg-acme"})
     fake_injixo.slow = 0.05  # requests in the air when the kill comes
     sink = InjixoSinkProcess(settings, tmp_path, fake_injixo.url).start()
     try:
         wait_until(lambda: len(fake_injixo.answered(201)) >= 3, timeout=60, what="some batches delivered")
         sink.kill()
-        assert fake_injixo.sums() != expected, "all was delivered before the kill: it proves nothing"
+        assert fake_injixo.sums() != expected_sums(first, {"acme": "cfg-acme"}), \
+            "all was delivered before the kill: it proves nothing"
+        loop_thread.run(write(settings, later))
         fake_injixo.slow = 0
         fake_injixo.fail_next(3, 500)
         fake_injixo.fail_next(2, 429, retry_after=1)
@@ -92,5 +95,57 @@ def test_revisions_a_sink_kill_500s_and_429s_leave_injixo_with_the_final_contact
         assert fake_injixo.answered(500) and fake_injixo.answered(429)
         assert fake_injixo.reused_keys == 0  # an idempotency key always came with the same rows
         assert any(row["properties"]["offered"] < 0 for row in fake_injixo.rows), "no correction was posted"
+    finally:
+        sink.stop()
+
+
+def test_a_revoked_key_shows_delivery_failing_stops_posting_and_a_new_key_resumes_without_a_gap(
+        loop_thread, settings, fake_injixo, tmp_path):
+    import httpx
+    import orjson
+
+    from tests.cli.test_integration_lifecycle import cli
+
+    loop_thread.run(ensure_topics(settings))
+    old_key = fake_injixo.add_key("cfg-acme")
+    configure(loop_thread, settings, "acme", "cfg-acme", old_key)
+    records = history(40)
+    first, second, third = records[:10], records[10:25], records[25:]
+    loop_thread.run(write(settings, first))
+    sink = InjixoSinkProcess(settings, tmp_path, fake_injixo.url).start()
+
+    def status() -> dict:
+        done = cli(settings, "status", "acme", "--json")
+        assert done.returncode == 0, done.stderr
+        return orjson.loads(done.stdout)[0]
+
+    def backlog() -> float:
+        for line in httpx.get(f"{sink.url}/metrics", timeout=5).text.splitlines():
+            if line.startswith('freshstream_deliver_backlog_contacts{integration="acme"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    try:
+        wait_until(lambda: fake_injixo.sums() == expected_sums(first, {"acme": "cfg-acme"}), timeout=60,
+                   what="the first contacts delivered")
+        fake_injixo.revoke(old_key)
+        loop_thread.run(write(settings, second))
+        report = wait_until(lambda: (s := status())["problems"] and s, timeout=30, what="a delivery problem")
+        assert "delivery_failing" in report["problems"], report
+        assert report["delivery"]["state"] == "stopped" and report["delivery"]["last_failure"]["status"] == 401
+        assert len(fake_injixo.answered(401)) == 1  # status said so after one refused attempt
+        refused = len(fake_injixo.requests)
+        waiting = wait_until(backlog, timeout=30, what="a backlog of the contacts written after the 401")
+        loop_thread.run(write(settings, third))
+        wait_until(lambda: backlog() > waiting, timeout=30, what="the sink read the contacts written later")
+        assert len(fake_injixo.requests) == refused, "the sink kept posting with a refused key"
+
+        new_key = fake_injixo.add_key("cfg-acme")
+        done = cli(settings, "set-delivery", "acme", "--injixo-configuration-id", "cfg-acme",
+                   "--injixo-api-key-env", "INJIXO_KEY", extra_env={"INJIXO_KEY": new_key})
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: fake_injixo.sums() == expected_sums(records, {"acme": "cfg-acme"}), timeout=60,
+                   what="every contact delivered with the new key, none lost in between")
+        wait_until(lambda: status()["delivery"]["state"] == "ok", timeout=30, what="delivery ok again")
     finally:
         sink.stop()
