@@ -5,7 +5,8 @@ Two integrations receive the same simulated chats (same seed): `ordered` in time
 `adversarial` with `--disorder` (the next cycle before the close that ended the previous
 one, events after their own close, whole chats shuffled, resolutions retried while a later
 cycle is open). The interval statistics on the intervals topic must equal a group-by of the
-final contacts, through the kill too. Folded as a consumer folds them (streams.domain.contact.revision_order), the two
+final contacts, through the kill too, and so must what `deliver injixo` posted to a fake injixo
+for each integration: its sums per queue and 15-minute interval. Folded as a consumer folds them (streams.domain.contact.revision_order), the two
 contact streams must be equal field by field but for `integration`, `emitted_at` and
 `revision`, and equal to the simulator's expectation; no contact's revision may go down
 under any queue's key, across the kill included, and a revision number written twice (a
@@ -31,7 +32,8 @@ from streams.domain.contact import final_revisions as folded
 from streams.domain.times import ms_to_short_time, parse_time
 from tests.interval_records import expected_intervals, final_intervals
 from tests.kafka_records import SECRETS, put_integration, read_topic, wait_until
-from tests.processes import IngressProcess, WorkerProcess, settings_env
+from tests.delivery_sums import expected_sums
+from tests.processes import IngressProcess, InjixoSinkProcess, WorkerProcess, settings_env
 
 pytestmark = pytest.mark.integration
 CHATS = 400
@@ -46,8 +48,9 @@ def settings(settings):
 
 
 @pytest.fixture
-def keys(loop_thread, settings, fake_freshchat):
-    """Both integrations, their groups served by a fake Freshchat REST API (webhooks carry only ids)."""
+def keys(loop_thread, settings, fake_freshchat, fake_injixo):
+    """Both integrations, their groups served by a fake Freshchat REST API (webhooks carry only ids),
+    each delivering to its own configuration on a fake injixo."""
     for group in GROUPS:
         fake_freshchat.add_group(group["id"], group["name"])
     api_key_enc = load_cipher(settings).encrypt(fake_freshchat.api_key.encode()).decode()
@@ -56,6 +59,8 @@ def keys(loop_thread, settings, fake_freshchat):
         keys[name] = new_ingress_key()
         SECRETS.add(keys[name])
         record = new_integration(name, fake_freshchat.url, keys[name], api_key_enc=api_key_enc)
+        injixo_key = load_cipher(settings).encrypt(fake_injixo.add_key(f"cfg-{name}").encode()).decode()
+        record = record.with_injixo(f"cfg-{name}", injixo_key)
         loop_thread.run(put_integration(settings, record))
     return keys
 
@@ -66,13 +71,15 @@ def comparable(final: dict[str, dict], integration: str) -> dict[str, dict]:
             for c in final.values() if c["integration"] == integration and not c["retracted"]}
 
 
-def test_adversarial_delivery_with_a_worker_kill_gives_the_in_order_contacts(loop_thread, settings, keys, tmp_path):
+def test_adversarial_delivery_with_a_worker_kill_gives_the_in_order_contacts(loop_thread, settings, keys, tmp_path,
+                                                                            fake_injixo):
     ordered = build_scenario("ordered", CHATS, seed=SEED)
     adversarial = build_scenario("adversarial", CHATS, seed=SEED, disorder=True)
     expected = {f'{c["conversation_id"]}:{c["cycle"]}': {k: v for k, v in c.items() if k not in UNCOMPARED}
                 for c in ordered.expected}
     ingress = IngressProcess(settings, tmp_path).start()
     workers = [WorkerProcess(settings, tmp_path, "worker-1").start()]
+    sink = InjixoSinkProcess(settings, tmp_path, fake_injixo.url, settle=1.0).start()
     accepted = [0]
 
     def count(*_):
@@ -108,7 +115,12 @@ def test_adversarial_delivery_with_a_worker_kill_gives_the_in_order_contacts(loo
         wait_until(summed, timeout=60, interval=1.0, what="intervals equal to the group-by of the final contacts")
         assert len({key[:2] for key in intervals}) >= 2 * len(GROUPS) - 2, intervals.keys()  # queues of both
         assert_genesys_file(settings, intervals, "adversarial")
+        configurations = {name: f"cfg-{name}" for name in ("ordered", "adversarial")}
+        wait_until(lambda: fake_injixo.sums() == expected_sums(final_contacts, configurations), timeout=60,
+                   interval=0.5, what=f"injixo's sums equal the final contacts' (log {sink.log_path})")
+        assert {key[0] for key in fake_injixo.sums()} == set(configurations.values()) and fake_injixo.reused_keys == 0
     finally:
+        sink.stop()
         for process in workers:
             process.stop()
         ingress.stop()
