@@ -257,6 +257,11 @@ def _delivery_advice(report: dict) -> str:
     """What the operator does depends on who failed: the key (only a new one helps), injixo
     (the sink retries by itself) or the way there (URL, network)."""
     name, delivery = report["id"], report["delivery"]
+    if delivery["state"] == "not_running":
+        since = delivery.get("last_report_at")
+        return (f"no 'freshstream deliver injixo' has reported for {name} "
+                f"{f'since {since}' if since else 'since delivery was configured'}: start one (docs/delivery.md); "
+                "its contacts wait on the contacts topic and none is lost meanwhile")
     failure = delivery.get("last_failure") or {}
     status, error = failure.get("status"), failure.get("error") or "no detail"
     waiting = (f"{delivery['backlog']} contact(s) wait, the oldest since {delivery['backlog_oldest_at']}"

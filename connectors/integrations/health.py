@@ -134,7 +134,7 @@ class WorkerHealth(Service):
                 if not integration.delivers_to_injixo:
                     continue
                 view = assess(integration, self.view.records(integration.id), self.settings)["delivery"]
-                if view["state"] == "unknown":
+                if view["state"] in ("unknown", "not_running"):  # no sink speaks: the figures are unknown
                     continue
                 if field == "last_delivered_at":
                     at = parse_time(view["last_delivered_at"])

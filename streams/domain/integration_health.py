@@ -21,7 +21,7 @@ import orjson
 from streams.domain.times import parse_time, utc_now_text
 from streams.settings import Settings
 
-__all__ = ["IngressActivity", "ApiHealth", "HealthView", "assess", "STATUSES", "health_key"]
+__all__ = ["IngressActivity", "ApiHealth", "HealthView", "assess", "STATUSES", "health_key", "delivery_stale_seconds"]
 
 # Most specific cause first: a rotated key also makes the integration silent, but
 # "rejecting" is what tells the admin what to fix.
@@ -158,8 +158,9 @@ def assess(integration, records: list[dict], settings: Settings, now: float | No
         problems.append("rejecting")
     if api is not None and not api.get("ok"):
         problems.append("freshchat_api_failing")
-    delivery = _delivery_view(integration, [r for r in records if r.get("source") == "delivery"], now)
-    if delivery["state"] in ("failing", "stopped"):
+    delivery = _delivery_view(integration, [r for r in records if r.get("source") == "delivery"], now,
+                              delivery_stale_seconds(settings))
+    if delivery["state"] in ("failing", "stopped", "not_running"):
         problems.append("delivery_failing")
     if quiet_since is None or now * 1000 - quiet_since >= settings.health_silent_seconds * 1000:
         problems.append("silent")
@@ -186,14 +187,32 @@ def _api_view(integration, api: dict | None) -> dict:
             "last_success_at": api.get("last_success_at")}
 
 
-def _delivery_view(integration, records: list[dict], now: float) -> dict:
+def delivery_stale_seconds(settings: Settings) -> float:
+    """A sink publishes every FRESHSTREAM_HEALTH_PUBLISH_SECONDS; a record this old is from an
+    instance that is gone (killed, or scaled away under another name) and no longer speaks."""
+    return max(60.0, 10 * settings.health_publish_seconds)
+
+
+def _delivery_view(integration, records: list[dict], now: float, stale_seconds: float) -> dict:
     """Several sink instances may each hold some of the contacts' partitions, so no single
     record speaks for the integration: the worst state wins (one stopped instance means
-    contacts that will not arrive), backlogs add up, and the newest delivery and failure count."""
+    contacts that will not arrive), backlogs add up, and the newest delivery and failure count.
+
+    Only records published within `stale_seconds` count. When none does, and delivery was
+    configured longer ago than that, no sink is running for the integration: `not_running`,
+    a problem, since the WFM gets nothing while contacts pile up on the topic."""
     if not integration.delivers_to_injixo:
         return {"state": "not_configured"}
-    if not records:
-        return {"state": "unknown"}
+    since = (now - stale_seconds) * 1000
+    live = [r for r in records if (_ms(r.get("published_at")) or 0) >= since]
+    if not live:
+        last = _latest(r.get("published_at") for r in records)
+        configured = _ms(integration.updated_at) or 0
+        if last is None and configured >= since:
+            return {"state": "unknown"}
+        return {"state": "not_running", "configuration_id": integration.injixo_configuration_id,
+                "last_report_at": last}
+    records = live
     states = {r.get("state") for r in records}
     state = "stopped" if "stopped" in states else "failing" if "failing" in states else "ok"
     oldest = min((t for r in records if _ms(t := r.get("backlog_oldest_at")) is not None), key=_ms, default=None)

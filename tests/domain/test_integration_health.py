@@ -186,8 +186,27 @@ def test_delivery_is_not_configured_without_set_delivery_and_unknown_before_a_si
     report = status(integration(), busy_view(stray))
     assert report["delivery"] == {"state": "not_configured"}, "a record left from before --clear does not count"
     assert report["status"] == "operational"
-    assert status(integration(injixo=True), busy_view())["delivery"] == {"state": "unknown"}
-    assert status(integration(injixo=True), busy_view())["status"] == "operational"
+    just_configured = configured_at(integration(injixo=True), "2027-01-15T07:59:30.000Z")
+    assert status(just_configured, busy_view())["delivery"] == {"state": "unknown"}
+    assert status(just_configured, busy_view())["status"] == "operational"
+
+
+def configured_at(record, moment: str):
+    return record.__class__(**{**record.__dict__, "updated_at": moment})
+
+
+def test_no_sink_reporting_long_after_set_delivery_is_not_running_and_old_records_do_not_speak():
+    long_ago = configured_at(integration(injixo=True), HOUR_AGO)
+    report = status(long_ago, busy_view())
+    assert report["delivery"]["state"] == "not_running" and report["status"] == "delivery_failing"
+    gone = delivery("h:deliver-injixo:1", "stopped", published_at=HOUR_AGO, last_failure_status=401,
+                    last_failure_at=HOUR_AGO)
+    report = status(long_ago, busy_view(gone))
+    assert report["delivery"] == {"state": "not_running", "configuration_id": "cfg-1", "last_report_at": HOUR_AGO}
+    live = delivery("h:deliver-injixo:2", "ok")  # a restarted sink under another name: the old record is stale
+    report = status(long_ago, busy_view(gone, live))
+    assert report["delivery"]["state"] == "ok" and report["delivery"]["instances"] == 1
+    assert report["status"] == "operational"
 
 
 def test_delivery_merges_the_instances_each_holding_some_partitions():
