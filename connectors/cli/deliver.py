@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from connectors.cli.arguments import port
+from connectors.cli.signals import serve
+from connectors.kafka.topics import ensure_topics, partition_count, wait_for_broker
+from streams.errors import SettingsError
 from streams.settings import Settings
 
 __all__ = ["add_parser", "run", "ROTATIONS"]
@@ -54,7 +57,21 @@ async def run(args, settings: Settings) -> int:
     if args.settle is not None:
         settings = settings.replace(delivery_settle_seconds=args.settle)
     if args.sink == "injixo":
-        from connectors.delivery.injixo import run_injixo
-        return await run_injixo(args, settings.replace(injixo_url=args.url or settings.injixo_url))
+        return await _run_injixo(settings.replace(injixo_url=args.url or settings.injixo_url), args.web_port)
     from connectors.delivery.csv_files import run_csv
-    return await run_csv(args, settings)
+    return await run_csv(args, settings, ROTATIONS[args.rotate])
+
+
+async def _run_injixo(settings: Settings, web_port: int | None) -> int:
+    """Wait for Kafka, check that the state topic is partitioned like the contacts, serve until Ctrl-C."""
+    from connectors.delivery.injixo import InjixoSink  # httpx and the sink: only this verb needs them
+    await wait_for_broker(settings, timeout=min(10, settings.broker_wait_seconds))
+    await ensure_topics(settings)
+    contacts = await partition_count(settings, settings.contacts_topic)
+    state = await partition_count(settings, settings.delivery_state_topic)
+    if contacts != state:
+        raise SettingsError(f"{settings.contacts_topic} has {contacts} partitions but "
+                            f"{settings.delivery_state_topic} has {state}: the sink keeps what it delivered in the "
+                            "partition of the contacts it is about, so they must match; recreate "
+                            "FRESHSTREAM_DELIVERY_STATE_TOPIC with as many partitions")
+    return await serve([InjixoSink(settings, web_port)], "deliver injixo")

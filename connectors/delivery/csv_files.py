@@ -23,7 +23,6 @@ import orjson
 from aiokafka import TopicPartition
 from prometheus_client import Counter, Gauge
 
-from connectors.cli.deliver import ROTATIONS
 from connectors.cli.signals import until_signal_or
 from connectors.delivery.web import SinkWeb
 from connectors.integrations.records import NAME_PATTERN
@@ -45,10 +44,9 @@ LAYOUT_NAME = ".freshstream-csv.json"  # the --rotate and attribution the files 
 KINDS = {"contacts": CONTACT_COLUMNS, "intervals": INTERVAL_COLUMNS}
 
 
-async def run_csv(args, settings: Settings) -> int:
-    """Take the directory, serve the probes, and write files until a signal."""
+async def run_csv(args, settings: Settings, rotate: int) -> int:
+    """Take the directory, serve the probes, and write files of `rotate` minutes until a signal."""
     directory = Path(args.dir)
-    rotate = ROTATIONS[args.rotate]
     lock = take_directory(directory, args.rotate, rotate, settings.interval_attribution)
     try:
         sink = CsvSink(settings, directory, rotate)

@@ -30,42 +30,26 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
 from connectors.backoff import backoff_delay
-from connectors.cli.signals import serve
 from connectors.delivery.injixo_api import Answer, post_batch
 from connectors.delivery.web import SinkWeb
 from connectors.integrations.health import HealthPublisher, instance_name
 from connectors.integrations.records import Integration, decrypt_injixo_key, load_cipher
 from connectors.integrations.registry import IntegrationRegistry
 from connectors.kafka.clients import make_consumer, make_producer
-from connectors.kafka.topics import ensure_topics, partition_count, true_ends, wait_for_broker
+from connectors.kafka.topics import true_ends
 from connectors.service import Service
 from streams.domain.delivery import Batch, Ledger
 from streams.domain.integration_health import health_key
 from streams.domain.keys import split_contact_key
 from streams.domain.times import ms_to_time, utc_now_text
-from streams.errors import SettingsError
 from streams.metrics import CallbackGauge, MetricSet
 from streams.settings import Settings
 
-__all__ = ["InjixoSink", "run_injixo"]
+__all__ = ["InjixoSink"]
 
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.2  # how often an idle lane looks again (for settled contacts, a replaced key)
-
-
-async def run_injixo(args, settings: Settings) -> int:
-    """The verb: wait for Kafka, check the topics agree, serve until Ctrl-C."""
-    await wait_for_broker(settings, timeout=min(10, settings.broker_wait_seconds))
-    await ensure_topics(settings)
-    contacts = await partition_count(settings, settings.contacts_topic)
-    state = await partition_count(settings, settings.delivery_state_topic)
-    if contacts != state:
-        raise SettingsError(f"{settings.contacts_topic} has {contacts} partitions but "
-                            f"{settings.delivery_state_topic} has {state}: the sink keeps what it delivered in the "
-                            "partition of the contacts it is about, so they must match; recreate "
-                            "FRESHSTREAM_DELIVERY_STATE_TOPIC with as many partitions")
-    return await serve([InjixoSink(settings, args.web_port)], "deliver injixo")
 
 
 class DeliveryMetrics(MetricSet):
