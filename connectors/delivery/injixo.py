@@ -361,7 +361,7 @@ class InjixoSink(Service):
         linger_ms = int(self.settings.delivery_linger_seconds * 1000)
         size = self.settings.delivery_batch_size
         for ledger in self.ledgers.values():
-            lines = ledger.settled(lane.integration, now_ms, settle_ms)
+            lines = ledger.settled(lane.integration, now_ms, settle_ms, size)
             if not lines:
                 continue
             oldest = min(ledger.pending[line].emitted_ms for line in lines) + settle_ms

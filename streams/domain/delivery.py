@@ -242,10 +242,16 @@ class Ledger:
         """A record that is not for delivery (another integration's, unreadable): only the position moves."""
         self.next_offset = offset + 1
 
-    def settled(self, integration: str, now_ms: int, settle_ms: int) -> list[bytes]:
-        """The lines of one integration that went `settle_ms` without a revision and are not in flight."""
-        return [line for line, p in self.pending.items()
-                if p.integration == integration and p.emitted_ms + settle_ms <= now_ms and line not in self.in_flight]
+    def settled(self, integration: str, now_ms: int, settle_ms: int, limit: int | None = None) -> list[bytes]:
+        """The lines of one integration that went `settle_ms` without a revision and are not in flight,
+        oldest read first; at most `limit` (a batch's worth: a backlog is not scanned whole per batch)."""
+        lines = []
+        for line, p in self.pending.items():
+            if p.integration == integration and p.emitted_ms + settle_ms <= now_ms and line not in self.in_flight:
+                lines.append(line)
+                if limit is not None and len(lines) >= limit:
+                    break
+        return lines
 
     def take(self, integration: str, configuration_id: str, lines: Iterable[bytes], max_rows: int) -> Batch | None:
         """A batch of up to `max_rows` rows from these settled lines, put in flight; lines whose row did
