@@ -126,7 +126,7 @@ class InjixoSink(Service):
         self.instance = instance_name(self.settings, "deliver-injixo", self.web.port)
         self._publisher = self.add_dependency(HealthPublisher(self.settings, self._producer, [self.health_records]))
         self._consumer = make_consumer(self.settings, group_id=f"{self.settings.delivery_app_id}-injixo",
-                                       session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
+                                       session_timeout_ms=6_000, heartbeat_interval_ms=1_000,
                                        fetch_max_wait_ms=200)
         await self._consumer.start()
         self._consumer.subscribe([self.settings.contacts_topic], listener=_Rebalance(self))
