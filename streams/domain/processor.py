@@ -59,6 +59,15 @@ class _Batch:
         self.released.add(key)
 
 
+class _Group:
+    """The records staged since the last commit: their chats' states, and what their batch writes."""
+
+    def __init__(self) -> None:
+        self.states: dict[bytes, ChatState] = {}
+        self.batch = _Batch()
+        self.records = 0
+
+
 class ContactProcessor:
     """Applies raw events to chat state and turns changed cycles into contact revisions."""
 
@@ -76,15 +85,43 @@ class ContactProcessor:
         self.write_ahead = WriteAhead({} if confirmed is None else confirmed, partition_of)
         self.resent = 0  # contacts re-sent for a dead writer, logged once per batch or scan
         self._lock = asyncio.Lock()  # the agent and the timers must not interleave on one chat
+        self._group: _Group | None = None  # staged records not committed yet (stage / commit_staged)
 
     async def process(self, records: list[tuple[bytes | None, bytes, int]]) -> None:
         """Apply a batch: one table write per chat, acknowledged before the contacts it records are sent."""
         async with self._lock:
-            await self._process(records)
+            self._stage(records)
+            await self._commit_staged()
 
-    async def _process(self, records) -> None:
-        states: dict[bytes, ChatState] = {}
-        batch = _Batch()
+    async def stage(self, records: list[tuple[bytes | None, bytes, int]]) -> None:
+        """Apply records to the open group without writing anything: a group is one batch fed in
+        parts, so a chat touched by many fetches is loaded, written and its contacts sent once per
+        group (`commit_staged`), not once per fetch. The caller acknowledges the records' offsets only
+        after that commit: until then a crash loses nothing that is not read again."""
+        async with self._lock:
+            self._stage(records)
+
+    @property
+    def staged(self) -> int:
+        """Records applied to the open group and not yet committed."""
+        return self._group.records if self._group is not None else 0
+
+    async def commit_staged(self) -> None:
+        """Write the open group as one batch: its chat states, then its contacts (write-ahead)."""
+        async with self._lock:
+            await self._commit_staged()
+
+    async def _commit_staged(self) -> None:
+        group, self._group = self._group, None
+        if group is not None:
+            await self._commit(group.batch, {chat: state.dumps() for chat, state in group.states.items()})
+
+    def _stage(self, records) -> None:
+        group = self._group
+        if group is None:
+            group = self._group = _Group()
+        group.records += len(records)
+        states, batch = group.states, group.batch
         for key, value, partition in records:
             event = self._event(value)
             if event is None:
@@ -100,7 +137,6 @@ class ContactProcessor:
                 self.names.learn(event.integration, event.group_id, event.group_name)
             if changes:
                 self._route(chat, state, changes, batch)
-        await self._commit(batch, {chat: state.dumps() for chat, state in states.items()})
 
     async def _commit(self, batch: _Batch, changed: dict[bytes, bytes], forgotten=()) -> None:
         """Write ahead, then emit (streams/domain/write_ahead.py): parked contacts and the chat states,
@@ -235,6 +271,7 @@ class ContactProcessor:
             await self._release_pending()
 
     async def _release_pending(self) -> None:
+        await self._commit_staged()  # the open group's states first: this reads the tables
         batch, states = _Batch(), {}
         now = self._now_ms()
         for key, raw in list(self.pending.items()):
@@ -259,6 +296,7 @@ class ContactProcessor:
             await self._expire_idle()
 
     async def _expire_idle(self) -> None:
+        await self._commit_staged()  # the open group's states first: this reads the tables
         batch, changed, forgotten = _Batch(), {}, []
         census = OpenChatCensus()
         for chat, raw in list(self.chats.items()):
@@ -284,6 +322,7 @@ class ContactProcessor:
     async def resend_unsent(self) -> None:
         """After table recovery: re-send what a worker that died had written ahead but maybe not sent."""
         async with self._lock:
+            await self._commit_staged()
             batch, changed = _Batch(), {}
             for chat, raw in list(self.chats.items()):
                 state = ChatState.loads(raw)

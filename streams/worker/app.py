@@ -33,6 +33,7 @@ from streams.errors import SettingsError
 from streams.metrics import CONTENT_TYPE, CallbackGauge
 from streams.settings import Settings
 from streams.worker.interval_feed import IntervalFeed
+from streams.worker.raw_feed import RawFeed
 from streams.worker.tables import KeyPartitionedTable, partition_of
 from streams.worker.transport import App
 
@@ -144,14 +145,18 @@ def build_app(settings: Settings, partitions: int, web_port: int, edges: WorkerE
                       "1 once table recovery is complete (the worker is then ready), else 0.",
                       lambda: [({}, 1 if app.tables.recovery.completed.is_set() else 0)]))
 
-    @app.agent(raw)
-    async def contacts(stream):
-        async for events in stream.take_events(settings.worker_batch_size, within=0.05):
-            await _pause_while(settings.debug_pause_file)
-            await processor.process([(e.key, e.value, e.message.partition) for e in events])
-            await _publish_names(app, settings, names)
-            if chats.changelog_backlog() > 2 * settings.worker_batch_size:
-                await chats.changelog_acked()  # bounded: the agent never runs far ahead of its changelog
+    async def before_fetch() -> None:
+        await _pause_while(settings.debug_pause_file)
+
+    async def after_commit() -> None:
+        await _publish_names(app, settings, names)
+        if chats.changelog_backlog() > 2 * settings.worker_batch_size:
+            await chats.changelog_acked()  # bounded: the worker never runs far ahead of its changelog
+
+    # No agent: the transport hands every fetch of the raw topic to the feed (streams/worker/raw_feed.py).
+    app.topics.add(raw)
+    app.raw_feed = RawFeed(processor, settings.raw_topic, commit_seconds=settings.worker_commit_seconds,
+                           max_records=settings.worker_batch_size, before=before_fetch, after=after_commit)
 
     resent = asyncio.Event()
 

@@ -63,9 +63,12 @@ def envelopes(chat: SimChat) -> list[bytes]:
     return out
 
 
-def final_contacts(batches: list[list[bytes]]) -> tuple[list[dict], list[tuple[str, int]]]:
+def final_contacts(batches: list[list[bytes]], commits: list[bool] | None = None
+                   ) -> tuple[list[dict], list[tuple[str, int]]]:
     """What a consumer keeps (highest revision per contact_id, retractions dropped), and every
-    (contact_id, revision) in the order written."""
+    (contact_id, revision) in the order written. With `commits`, the batches are staged as the
+    worker stages its fetches, and the group is committed after batch i when commits[i] is true
+    (and after the last)."""
     names = GroupNames()
     for group_id, name in GROUP_NAMES.items():
         names.learn("acme", group_id, name)
@@ -78,8 +81,14 @@ def final_contacts(batches: list[list[bytes]]) -> tuple[list[dict], list[tuple[s
                                  expiry_ms=7 * 86_400_000, group_wait_ms=30_000, partition_of=lambda key: 0)
 
     async def feed():
-        for batch in batches:
-            await processor.process([(None, value, 0) for value in batch])
+        for i, batch in enumerate(batches):
+            if commits is None:
+                await processor.process([(None, value, 0) for value in batch])
+                continue
+            await processor.stage([(None, value, 0) for value in batch])
+            if commits[i % len(commits)] if commits else False:
+                await processor.commit_staged()
+        await processor.commit_staged()
 
     asyncio.run(feed())
     latest, order = {}, []
@@ -113,15 +122,15 @@ def _variant_fits(chat: SimChat) -> bool:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chats, st.randoms(use_true_random=False), st.lists(st.integers(0, 10**6), max_size=40),
-       st.lists(st.integers(0, 10**6), max_size=6))
-def test_any_order_with_any_duplicates_gives_the_in_order_contacts(chat, rnd, dups, cuts):
+       st.lists(st.integers(0, 10**6), max_size=6), st.none() | st.lists(st.booleans(), max_size=6))
+def test_any_order_with_any_duplicates_gives_the_in_order_contacts(chat, rnd, dups, cuts, commits):
     if not _variant_fits(chat):
         chat.variant = "2022" if chat.fmt == "webhook" else "ms"
     in_order = envelopes(chat)
     delivered = in_order + [in_order[d % len(in_order)] for d in dups]
     rnd.shuffle(delivered)
     expected, _ = final_contacts([in_order])
-    got, order = final_contacts(split(delivered, cuts))
+    got, order = final_contacts(split(delivered, cuts), commits)
     assert got == expected
     oracle = [{k: v for k, v in c.items() if k not in UNSTABLE} for c in expected_contacts("acme", chat)]
     assert expected == sorted(oracle, key=lambda c: c["contact_id"])
