@@ -53,7 +53,7 @@ from streams.domain.processor import ContactProcessor
 from streams.settings import Settings
 from streams.worker.tables import partition_of
 
-__all__ = ["run_quix", "INSTALL"]
+__all__ = ["run_quix", "quix_available", "quix_changelog", "INSTALL"]
 
 INSTALL = "quixstreams is not installed: .venv/bin/pip install -e '.[bench]'"
 
@@ -185,11 +185,16 @@ def quix_changelog(group: str):
     return lambda name: name.startswith(f"changelog__{group}--")
 
 
+def quix_available() -> bool:
+    """Whether the bench extra is installed (throughput runs without the Quix subject if not)."""
+    return importlib.util.find_spec("quixstreams") is not None
+
+
 async def run_quix(machine: Machine, settings: Settings, events: int, run: str) -> dict:
     """The Quix app in a child process on the subject CPU, its own consumer group, state dir and
     contacts topic; its figures once it has stopped: `first` (wall time of its first record),
     `events`, `contacts` (produced), and the names of its contacts topic and consumer group."""
-    if importlib.util.find_spec("quixstreams") is None:
+    if not quix_available():
         raise BenchError(INSTALL)
     contacts, group = f"{settings.contacts_topic}-{run}", f"{settings.worker_app_id}-{run}"
     await create_topic(settings, contacts, settings.topic_partitions)
