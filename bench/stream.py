@@ -7,8 +7,10 @@ taken in the same run, so the ratios mean something on a shared, noisy machine. 
 the three figures one after another, on one embedded broker; each also has a script of
 its own, whose docstring says how it is measured:
 
-1. throughput (bench/throughput.py): worker events/s next to the plain loop's on the same
-   pre-loaded topic; goal >= 50%, exactly `chats` contacts. Interval statistics on (the
+1. throughput (bench/throughput.py): worker events/s next to the plain loop's and a Quix
+   Streams app's doing the same work (needs `.venv/bin/pip install -e '.[bench]'`, else left
+   out) on the same pre-loaded topic, and changelog records per event; exactly `chats`
+   contacts, equal in every run but for `emitted_at`. Interval statistics on (the
    headline) next to off: goal >= 90%, and the latest revisions sum to `chats`. With
    --compare-with REF, also REF's worker (current / REF, goal >= 90%).
 2. memory (bench/memory.py): a worker's RSS per open chat after --open-chats chats of 2

@@ -1,22 +1,41 @@
-"""Benchmark: the stream worker's events/s next to a plain aiokafka loop's, on the same pre-loaded topic.
+"""Benchmark: the stream worker's events/s next to a plain aiokafka loop's and Quix Streams', on the same pre-loaded topic.
 
 N = chats × events-per-chat raw envelopes (native Freshchat webhooks: a user message, an
 assignment to a group, bot/agent/user messages, a private note, a resolution; chats
 interleaved in event-time order) are pre-loaded into a fresh raw topic, keyed and
 enveloped exactly as the ingress does, and the group names are put on the groups topic
-first. The ceiling is a plain aiokafka loop (harness/ceiling.py): read, orjson-decode, a
-small dict per chat, one JSON contact per resolution, acks awaited; timed from the first
-record read to the last contact acknowledged. The worker (`python -m connectors.cli
-worker`) is timed from the moment its /readyz turns 200 (partitions assigned, reading
-starts) to the `emitted_at` of its last contact. Goal: worker >= 50% of the ceiling's
-events/s, exactly `chats` contacts. A contact counts once per contact_id, at its highest
-`revision` (of equal ones the later `emitted_at`) unless that record is `retracted`;
-records without the fields count as revision 1, not retracted, so a worker that revises
-contacts and one that does not are checked alike.
+first. Three subjects read that same topic, each in turn pinned to the same CPU (the
+broker and this script on the other), each with its own consumer group and contacts topic:
+
+- the ceiling, a plain aiokafka loop (harness/ceiling.py): read, orjson-decode, a small
+  dict per chat, one JSON contact per resolution, acks awaited; timed from the first record
+  read to the last contact acknowledged; once;
+- Quix Streams doing the worker's job (harness/quix_app.py, needs the bench extra:
+  `.venv/bin/pip install -e '.[bench]'`): per record, freshstream's own ContactProcessor
+  (normalise, apply, build_contact, the same metrics and write-ahead marks) over Quix's
+  RocksDB State with its changelog, at-least-once, commit interval 1 s, idempotence off
+  (the embedded broker has no idempotent producer); the group names read from the groups
+  topic once at start; timed from its first record to the `emitted_at` of its last contact;
+- the worker (`python -m connectors.cli worker`, whatever this tree's is), timed from the
+  moment its /readyz turns 200 (partitions assigned, reading starts) to the `emitted_at` of
+  its last contact (intervals off) or to its statistics complete (on, below).
+
+With --repeats N they alternate (Quix, off, on, then on, off, Quix, ...) and medians are
+compared. Without quixstreams installed the Quix runs are left out and its rows say "not
+measured". Goals (issue 14): worker (intervals off: the same work as Quix and the ceiling)
+/ Quix >= 1.5, worker / ceiling >= 0.30; changelog records per event <= 0.15 for the
+worker: after each run (the worker stopped, Quix's last checkpoint committed) the records
+on its changelog topics (the worker's `<app id>-<table>-changelog`, Quix's
+`changelog__<group>--...`) are counted from fetch high watermarks and divided by the
+events. Exactly `chats` contacts from each run, and every run's final contacts equal the
+first run's in every field but `emitted_at`. A contact counts once per contact_id, at its
+highest `revision` (of equal ones the later `emitted_at`) unless that record is
+`retracted`; records without the fields count as revision 1, not retracted, so a worker
+that revises contacts and one that does not are checked alike.
 
 Interval statistics on and off: the current worker runs with them on (the default; its
 figure is the headline above) and off (FRESHSTREAM_INTERVALS_ENABLED=off), alternating
-(on, off, off, on, ... with --repeats N), each run with its own app id, contacts topic and
+(in the order above), each run with its own app id, contacts topic and
 intervals topic. Off is timed as above, to the last contact's `emitted_at`; on, to the
 moment the statistics are complete: the last `updated_at` read on the intervals topic when
 the latest revision per interval sums to exactly `chats` contacts (checked again at the
@@ -29,7 +48,7 @@ runs as an extra subject: the same pre-loaded topic, settings, CPU pinning and .
 interpreter, its own app id, consumer group and contacts topic (REF may keep its state in
 another format), and PYTHONPATH pointing at the worktree. REF runs with its own defaults
 and is timed to its last contact (a tree from before interval statistics ignores the
-setting). With --repeats N the workers run REF, on, off, REF, off, on, ... (N each, so none
+setting). With --repeats N the subjects run REF, Quix, off, on, REF, on, off, Quix, ... (N each, so none
 always gets the warmer or the fuller broker) and the medians are compared: current
 (intervals on) / REF events/s, goal >= 90%. "Current" is the repository's working tree,
 uncommitted edits included.

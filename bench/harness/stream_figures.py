@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from connectors.kafka.topics import ensure_topics
 from harness.ceiling import run_ceiling
 from harness.load import build_load, put_group_names, resolutions, state_sizes
+from harness import WORK_TREE
 from harness.processes import CURRENT, Code, Machine, Worker, broker_settings, run_bench, start_broker, tree_cpu
+from harness.quix_app import INSTALL, quix_available, quix_changelog, run_quix
 from harness.ref import ref_worktree, run_order
 from harness.report import CEILING_GOAL, HEADER, met, print_table
-from harness.topics import Contacts, Intervals, TopicWatch, preload, produce
+from harness.topics import Contacts, Finals, Intervals, TopicWatch, changelog_records, preload, produce, read_finals
 from streams.settings import Settings
 
 __all__ = ["FIGURES", "Options", "add_options", "options_from", "main"]
@@ -35,6 +37,9 @@ __all__ = ["FIGURES", "Options", "add_options", "options_from", "main"]
 FIGURES = ("throughput", "memory", "recovery")
 MEMORY_GOAL_BYTES, RECOVERY_GOAL_S = 1024, 10.0
 REF_GOAL = 0.90  # current / REF events/s: "within 10% of the commit before"
+QUIX_GOAL = 1.5  # worker / Quix Streams events/s on the same work (issue 14, goal 1)
+PEER_CEILING_GOAL = 0.30  # worker / plain-loop events/s (issue 14, goal 1)
+CHANGELOG_GOAL = 0.15  # worker changelog records per event (issue 14, goal 2)
 INTERVALS_GOAL = 0.90  # events/s with interval statistics on / off: "costs at most 10%"
 RECOVERY_SAMPLE = 1000  # open chats resolved after the restart to prove their state survived
 
@@ -152,6 +157,18 @@ class Subject:
 
 
 ON, OFF = Subject(CURRENT, True, "on"), Subject(CURRENT, False, "off")
+QUIX = Subject(Code("Quix Streams", WORK_TREE, "quix"), None, "quix")  # harness/quix_app.py, not a worker
+
+
+def faust_changelog(app_id: str):
+    """Which topics are a worker's table changelogs (Faust names them `<app id>-<table>-changelog`)."""
+    return lambda name: name.startswith(f"{app_id}-") and name.endswith("-changelog")
+
+
+def changelog_line(topics: dict[str, int], events: int, prefix: str) -> str:
+    total = sum(topics.values())
+    each = ", ".join(f"{name.removeprefix(prefix)} {n:,}" for name, n in topics.items()) or "none found"
+    return f"changelog {total:,} records = {total / events:.3f} per event ({each})"
 
 
 async def run_worker_throughput(machine: Machine, settings: Settings, events: int, chats: int,
@@ -230,8 +247,56 @@ async def time_worker(machine: Machine, settings: Settings, options: Options, su
               f"{cpu}", flush=True)
         intervals_ok = check_intervals(statistics_read, options.chats)
     contacts_ok = check_contacts(contacts, options.chats, worker["totals"])
+    changelogs = await changelog_records(own, faust_changelog(own.worker_app_id))
+    print(f"    {changelog_line(changelogs, events, own.worker_app_id + '-')}", flush=True)
     return {"rate": rate, "contact_rate": contact_rate, "contacts_ok": contacts_ok, "intervals_ok": intervals_ok,
-            "contacts": len(contacts.ids), "cpu": worker["cpu"]}
+            "contacts": len(contacts.ids), "cpu": worker["cpu"], "changelog": sum(changelogs.values()) / events,
+            "finals": await read_finals(own, own.contacts_topic)}
+
+
+async def time_quix(machine: Machine, settings: Settings, options: Options, run: str) -> dict:
+    """The Quix app (harness/quix_app.py) on the pre-loaded topic, its own consumer group, state and
+    contacts topic; timed as the worker without interval statistics, from its first record to
+    the emitted_at of its last contact (it stamps them with the processor's clock, as the worker)."""
+    events = options.chats * options.events_per_chat
+    quix = await run_quix(machine, settings, events, run)
+    own = settings.replace(contacts_topic=quix["contacts_topic"])
+    watch = TopicWatch(own, own.contacts_topic)
+    await watch.start()
+    try:
+        await watch.read_contacts(options.chats, timeout=120)
+        contacts: Contacts = await watch.drain()
+    finally:
+        await watch.stop()
+    seconds = contacts.last_emitted_ms / 1000 - quix["first"]
+    rate = events / seconds
+    print(f"  Quix Streams app pid {quix['pid']}: {events:,} events in {seconds:.2f} s = {rate:,.0f} events/s "
+          f"(first record → last emitted_at); its CPU from the first record {quix['cpu']:.1f} s = "
+          f"{quix['cpu'] / events * 1e6:.0f} µs per event", flush=True)
+    contacts_ok = check_contacts(contacts, options.chats, {"processed": quix["events"],
+                                                           "contacts produced": quix["contacts"]})
+    changelogs = await changelog_records(settings, quix_changelog(quix["group"]))
+    print(f"    {changelog_line(changelogs, events, 'changelog__')}", flush=True)
+    return {"rate": rate, "contact_rate": rate, "contacts_ok": contacts_ok, "intervals_ok": None,
+            "contacts": len(contacts.ids), "cpu": quix["cpu"], "changelog": sum(changelogs.values()) / events,
+            "finals": await read_finals(own, own.contacts_topic)}
+
+
+def check_equal(finals: dict[str, Finals], order: list[str]) -> bool:
+    """Every run's final contacts equal the first run's in every field but emitted_at."""
+    first = order[0]
+    reference = finals[first].comparable()
+    ok = True
+    for run in order[1:]:
+        other = finals[run].comparable()
+        differ = sum(other.get(cid) != record for cid, record in reference.items())
+        missing, extra = len(reference.keys() - other.keys()), len(other.keys() - reference.keys())
+        same = differ == 0 and extra == 0
+        ok &= same
+        print(f"    {run} vs {first}: {len(other):,} vs {len(reference):,} final contacts; "
+              f"{differ:,} differ or are missing ({missing:,} missing), {extra:,} extra: "
+              f"{'equal but for emitted_at' if same else 'NOT EQUAL'}", flush=True)
+    return ok
 
 
 def check_contacts(contacts: Contacts, chats: int, totals: dict) -> bool:
@@ -271,23 +336,51 @@ async def measure_throughput(machine: Machine, base: Settings, options: Options,
     print(f"  ceiling (plain aiokafka loop): {events:,} events in {ceiling['seconds']:.2f} s = "
           f"{ceiling_rate:,.0f} events/s; {ceiling['contacts']:,} contacts acknowledged", flush=True)
     runs: dict[str, list[dict]] = {}
-    order = run_order(Subject(ref, None, "ref") if ref else None, options.repeats, (ON, OFF))
+    finals: dict[str, Finals] = {}
+    subjects = (QUIX, OFF, ON) if quix_available() else (OFF, ON)
+    if QUIX not in subjects:
+        print(f"  no Quix Streams runs: {INSTALL}", flush=True)
+    order = run_order(Subject(ref, None, "ref") if ref else None, options.repeats, subjects)
     for n, subject in enumerate(order, 1):
-        print(f"  run {n}/{len(order)}: {subject.label} worker", flush=True)
-        run = await time_worker(machine, settings, options, subject, f"{subject.slug}{n}")
+        name = f"{subject.slug}{n}"
+        if subject is QUIX:
+            print(f"  run {n}/{len(order)}: the Quix Streams app", flush=True)
+            run = await time_quix(machine, settings, options, name)
+        else:
+            print(f"  run {n}/{len(order)}: {subject.label} worker", flush=True)
+            run = await time_worker(machine, settings, options, subject, name)
+        finals[name] = run.pop("finals")
         runs.setdefault(subject.slug, []).append(run)
-    return summarise_throughput(ceiling_rate, runs, ref)
+    print("  final contacts of every run (folded by contact_id at the highest revision), field by field:",
+          flush=True)
+    equal = check_equal(finals, list(finals))
+    return summarise_throughput(ceiling_rate, runs, ref, equal)
 
 
-def summarise_throughput(ceiling: float, runs: dict[str, list[dict]], ref: Code | None) -> dict:
-    """Median events/s per subject (one run each: that run): on / off, and on / REF when comparing."""
+def summarise_throughput(ceiling: float, runs: dict[str, list[dict]], ref: Code | None, equal: bool) -> dict:
+    """Median events/s per subject (one run each: that run): worker (intervals off: the same work) / Quix
+    and / ceiling, changelog records per event, on / off, and on / REF when comparing."""
     median = {slug: statistics.median(run["rate"] for run in slug_runs) for slug, slug_runs in runs.items()}
     each = {slug: ", ".join(f"{run['rate']:,.0f}" for run in slug_runs) for slug, slug_runs in runs.items()}
+    changelog = {slug: statistics.median(run["changelog"] for run in slug_runs) for slug, slug_runs in runs.items()}
     figures = {"ceiling": ceiling, "worker": median["on"], "off": median["off"], "runs": len(runs["on"]),
+               "quix": median.get("quix"), "changelog": changelog, "equal": equal,
                "ref": None, "contacts_ok": all(run["contacts_ok"] for slug_runs in runs.values() for run in slug_runs),
                "contacts": sorted({run["contacts"] for slug_runs in runs.values() for run in slug_runs}),
                "intervals_ok": all(run["intervals_ok"] for run in runs["on"])}
-    figures["ok"] = figures["contacts_ok"] and figures["intervals_ok"]
+    figures["ok"] = figures["contacts_ok"] and figures["intervals_ok"] and equal
+    if "quix" in runs:
+        cpu_quix = statistics.median(run["cpu"] for run in runs["quix"])
+        cpu_off = statistics.median(run["cpu"] for run in runs["off"])
+        print(f"  worker (intervals off) vs Quix Streams, the same work: median {median['off']:,.0f} vs "
+              f"{median['quix']:,.0f} events/s (off {each['off']}; Quix {each['quix']}); worker / Quix = "
+              f"{median['off'] / median['quix']:.3f} (goal >= {QUIX_GOAL}); worker / ceiling = "
+              f"{median['off'] / ceiling:.3f} (goal >= {PEER_CEILING_GOAL}); with intervals on: worker / Quix = "
+              f"{median['on'] / median['quix']:.3f}, / ceiling = {median['on'] / ceiling:.3f}; CPU from the "
+              f"first record / ready: Quix {cpu_quix:.1f} s, worker {cpu_off:.1f} s", flush=True)
+    quix = f"; Quix {changelog['quix']:.3f}" if "quix" in changelog else ""
+    print(f"  changelog records per event, medians: worker intervals off {changelog['off']:.3f}, on "
+          f"{changelog['on']:.3f}{quix} (goal for the worker <= {CHANGELOG_GOAL})", flush=True)
     contact_rate = statistics.median(run["contact_rate"] for run in runs["on"])
     cpu = {slug: statistics.median(run["cpu"] for run in runs[slug]) for slug in ("on", "off")}
     print(f"  intervals on vs off: median {median['on']:,.0f} vs {median['off']:,.0f} events/s "
@@ -404,12 +497,30 @@ async def check_survivors(settings: Settings, sample: int) -> bool:
 
 
 def _throughput_rows(figures: dict) -> list[tuple[str, ...]]:
-    """The worker (intervals on) against the ceiling, against itself with them off, against REF
-    when compared, and the contacts and intervals checks."""
+    """The worker (intervals off: the same work) against Quix Streams and the ceiling, changelog
+    records per event, the worker (intervals on) against the ceiling, against itself with them
+    off, against REF when compared, and the contacts, intervals and equality checks."""
     ratio, many = figures["worker"] / figures["ceiling"], figures["runs"] > 1
     median = f", median of {figures['runs']}" if many else ""
     on_off = figures["worker"] / figures["off"]
-    rows = [(f"throughput (events/s){median}", f"worker {figures['worker']:,.0f}",
+    off, quix, changelog = figures["off"], figures["quix"], figures["changelog"]
+    if quix is None:  # not measured (no quixstreams): the worker's own figures still print
+        peer = [("worker vs Quix Streams, same work (events/s)", f"worker {off:,.0f}", "not measured", "",
+                 f">= {QUIX_GOAL}x", "")]
+        quix_changelog, versus = "not measured", lambda n: ""
+    else:
+        peer = [(f"worker vs Quix Streams, same work (events/s){median}", f"worker {off:,.0f}", f"Quix {quix:,.0f}",
+                 f"{off / quix:.2f}x", f">= {QUIX_GOAL}x", met(off / quix >= QUIX_GOAL))]
+        quix_changelog, versus = f"Quix {changelog['quix']:.3f}", lambda n: f"{n / changelog['quix']:.2f}x"
+    rows = peer + [
+            (f"worker vs plain loop (events/s){median}", f"worker {off:,.0f}",
+             f"plain loop {figures['ceiling']:,.0f}", f"{off / figures['ceiling']:.1%}",
+             f">= {PEER_CEILING_GOAL:.0%}", met(off / figures["ceiling"] >= PEER_CEILING_GOAL)),
+            (f"changelog records per event{median}", f"worker {changelog['off']:.3f}", quix_changelog,
+             versus(changelog["off"]), f"<= {CHANGELOG_GOAL}", met(changelog["off"] <= CHANGELOG_GOAL)),
+            (f"changelog records per event, intervals on{median}", f"worker {changelog['on']:.3f}",
+             quix_changelog, versus(changelog["on"]), "", ""),
+            (f"throughput, intervals on (events/s){median}", f"worker {figures['worker']:,.0f}",
              f"plain loop {figures['ceiling']:,.0f}", f"{ratio:.1%}", f">= {CEILING_GOAL:.0%}",
              met(ratio >= CEILING_GOAL)),
             (f"intervals on vs off{median}", f"on {figures['worker']:,.0f}", f"off {figures['off']:,.0f}",
@@ -424,6 +535,8 @@ def _throughput_rows(figures: dict) -> list[tuple[str, ...]]:
                  met(figures["contacts_ok"])))
     rows.append(("interval statistics, on runs", "latest revisions", "chats", "", "sum = chats",
                  met(figures["intervals_ok"])))
+    rows.append(("contacts equal, every run", "all fields", "first run's", "", "equal but emitted_at",
+                 met(figures["equal"])))
     return rows
 
 

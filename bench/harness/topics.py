@@ -20,7 +20,8 @@ from streams.domain.contact import revision_order
 from streams.domain.times import parse_time
 from streams.settings import Settings
 
-__all__ = ["create_topic", "produce", "preload", "topic_end", "Held", "Contacts", "Intervals", "TopicWatch"]
+__all__ = ["create_topic", "produce", "preload", "topic_end", "Held", "Contacts", "Intervals", "TopicWatch", "Finals",
+           "read_finals", "topics_named", "changelog_records"]
 
 
 async def create_topic(settings: Settings, name: str, partitions: int) -> None:
@@ -256,3 +257,49 @@ class TopicWatch:
 
         await wait_for(at_end, timeout, f"the end of {self.topic}", interval=0)
         return self.into
+
+
+class Finals:
+    """What a TopicWatch has read from a contacts topic, kept whole: the final record of each
+    contact_id (streams.domain.contact.revision_order, retractions included), to compare two
+    subjects' contacts field by field."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.final: dict[str, dict] = {}
+
+    def add(self, value: bytes) -> None:
+        record = orjson.loads(value)
+        self.records += 1
+        known = self.final.get(record["contact_id"])
+        if known is None or revision_order(record) > revision_order(known):
+            self.final[record["contact_id"]] = record
+
+    def comparable(self, ignore: tuple[str, ...] = ("emitted_at",)) -> dict[str, dict]:
+        """contact_id -> the final record without the fields that differ run to run."""
+        return {cid: {k: v for k, v in record.items() if k not in ignore} for cid, record in self.final.items()}
+
+
+async def read_finals(settings: Settings, topic: str, timeout: float = 60.0) -> Finals:
+    """Every record of a (finished) contacts topic, folded to the final one per contact_id."""
+    watch = TopicWatch(settings, topic, Finals())
+    await watch.start()
+    try:
+        return await watch.drain(timeout)
+    finally:
+        await watch.stop()
+
+
+async def topics_named(settings: Settings, keep) -> list[str]:
+    """The broker's topics whose name `keep(name)` accepts, sorted (e.g. a subject's changelogs)."""
+    consumer = make_consumer(settings)
+    await consumer.start()
+    try:
+        return sorted(name for name in await consumer.topics() if keep(name))
+    finally:
+        await consumer.stop()
+
+
+async def changelog_records(settings: Settings, keep) -> dict[str, int]:
+    """Records on each changelog topic `keep` accepts (fetch high watermarks), by topic."""
+    return {name: await topic_end(settings, name) for name in await topics_named(settings, keep)}
