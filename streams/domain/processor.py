@@ -22,6 +22,7 @@ import orjson
 from streams.domain.chat import ChatState, Change, Closed, Outcome, apply, closed_cycles, digest, expire
 from streams.domain.contact import UNDEFINED_QUEUE, build_contact, build_retraction, queue_for, revision_plan
 from streams.domain.events import ChatEvent, Skip, normalise_or_skip
+from streams.domain.expiry_index import Entry, ExpiryIndex
 from streams.domain.keys import chat_of_pending_key, contact_key, pending_key, split_chat_key
 from streams.domain.metrics import OpenChatCensus, WorkerMetrics
 from streams.domain.write_ahead import RESEND, WriteAhead
@@ -49,6 +50,7 @@ class _Batch:
         self.waiting: dict[bytes, bytes] = {}
         self.released: set[bytes] = set()
         self.marked: set[int] = set()  # partitions of the chats whose states mark revisions written ahead
+        self.before: dict[bytes, Entry | None] = {}  # where each loaded chat was filed in the expiry index
 
     def park(self, key: bytes, value: bytes) -> None:
         self.waiting[key] = value
@@ -83,9 +85,11 @@ class ContactProcessor:
         self.tombstone_ms, self.skew_ms = tombstone_ms, skew_ms
         self.watermarks: dict[int, int] = {}
         self.write_ahead = WriteAhead({} if confirmed is None else confirmed, partition_of)
+        self.index = ExpiryIndex(expiry_ms, tombstone_ms)  # rebuilt by resend_unsent after recovery
         self.resent = 0  # contacts re-sent for a dead writer, logged once per batch or scan
         self._lock = asyncio.Lock()  # the agent and the timers must not interleave on one chat
         self._group: _Group | None = None  # staged records not committed yet (stage / commit_staged)
+        self._unsettled: set[bytes] = set()  # chats whose marked revisions a failed send left unsent
 
     async def process(self, records: list[tuple[bytes | None, bytes, int]]) -> None:
         """Apply a batch: one table write per chat, acknowledged before the contacts it records are sent."""
@@ -114,7 +118,7 @@ class ContactProcessor:
     async def _commit_staged(self) -> None:
         group, self._group = self._group, None
         if group is not None:
-            await self._commit(group.batch, {chat: state.dumps() for chat, state in group.states.items()})
+            await self._commit(group.batch, group.states)
 
     def _stage(self, records) -> None:
         group = self._group
@@ -138,15 +142,20 @@ class ContactProcessor:
             if changes:
                 self._route(chat, state, changes, batch)
 
-    async def _commit(self, batch: _Batch, changed: dict[bytes, bytes], forgotten=()) -> None:
+    async def _commit(self, batch: _Batch, states: dict[bytes, ChatState], forgotten=()) -> None:
         """Write ahead, then emit (streams/domain/write_ahead.py): parked contacts and the chat states,
         which mark the revisions about to be sent, are acknowledged first; then the contacts;
         then the confirmation. A crash before the states are acknowledged leaves the events to
         be folded again into the same revisions; a crash after leaves marks to re-send."""
         _write(self.pending, batch.waiting)
-        _write(self.chats, changed)
+        _write(self.chats, {chat: state.dumps() for chat, state in states.items()})
         for chat in forgotten:
             del self.chats[chat]
+        index, before = self.index, batch.before
+        for chat, state in states.items():
+            index.move(chat, self.partition_of(chat), before.get(chat), index.entry(chat, state))
+        for chat in forgotten:
+            index.move(chat, self.partition_of(chat), before.get(chat), None)
         if batch.ready:
             if self.flush is not None:
                 await self.flush()
@@ -154,6 +163,7 @@ class ContactProcessor:
                 await self.emit(batch.ready)
             except BaseException:
                 self.write_ahead.abandon()
+                self._unsettled.update(chat for chat in states if states[chat].unsent)
                 raise
             _write(self.write_ahead.confirmed, self.write_ahead.confirmations(batch.marked))
         if self.resent:
@@ -191,6 +201,7 @@ class ContactProcessor:
         if raw is None:
             return None
         state = ChatState.loads(raw)
+        batch.before[chat] = self.index.entry(chat, state)
         self._adopt(chat, state, batch)
         return state
 
@@ -274,6 +285,11 @@ class ContactProcessor:
         await self._commit_staged()  # the open group's states first: this reads the tables
         batch, states = _Batch(), {}
         now = self._now_ms()
+        unsettled, self._unsettled = self._unsettled, set()
+        for chat in unsettled:  # loading settles their marks: a failed send's are re-sent now
+            state = self._load(chat, batch)
+            if state is not None:
+                states[chat] = state
         for key, raw in list(self.pending.items()):
             record = orjson.loads(raw)
             cycle = Closed(**{**record["closed"], "counts": tuple(record["closed"]["counts"])})
@@ -288,7 +304,7 @@ class ContactProcessor:
             states[chat] = state
             self._emit(chat, state, cycle.cycle, cycle, queue, batch)
             batch.released.add(key)
-        await self._commit(batch, {chat: state.dumps() for chat, state in states.items()})
+        await self._commit(batch, states)
 
     async def expire_idle(self) -> None:
         """Close cycles idle past the expiry (in event time), tombstone long-closed chats, drop old tombstones."""
@@ -298,36 +314,44 @@ class ContactProcessor:
     async def _expire_idle(self) -> None:
         await self._commit_staged()  # the open group's states first: this reads the tables
         batch, changed, forgotten = _Batch(), {}, []
-        census = OpenChatCensus()
-        for chat, raw in list(self.chats.items()):
-            state = ChatState.loads(raw)
-            adopted = self._adopt(chat, state, batch)
-            census.count(chat, state, self.names)
-            watermark = self.watermarks.get(self.partition_of(chat))
-            if watermark is None:
-                if adopted:
-                    changed[chat] = state.dumps()
-                continue
-            state, changes, touched = expire(state, watermark, self.expiry_ms, self.tombstone_ms)
-            if state is None:
-                forgotten.append(chat)
-                continue
-            if changes:
-                self._route(chat, state, changes, batch)
-            if touched or adopted:
-                changed[chat] = state.dumps()
+        index = self.index
+        for partition, watermark in list(self.watermarks.items()):
+            for chat in index.take_due(partition, watermark):  # only the chats the watermark made due
+                raw = self.chats.get(chat)
+                if raw is None:  # deleted, or its partition moved away
+                    continue
+                state = ChatState.loads(raw)
+                index.uncount(partition, index.entry(chat, state))
+                adopted = self._adopt(chat, state, batch)
+                state, changes, touched = expire(state, watermark, self.expiry_ms, self.tombstone_ms)
+                if state is None:
+                    forgotten.append(chat)
+                    continue
+                if changes:
+                    self._route(chat, state, changes, batch)
+                if touched or adopted:
+                    changed[chat] = state
+                else:
+                    index.move(chat, partition, None, index.entry(chat, state))
         await self._commit(batch, changed, forgotten)
+        census = OpenChatCensus()
+        census.by_queue, census.oldest = index.census(self.names)
         census.publish(self.metrics, self._now_ms())
 
     async def resend_unsent(self) -> None:
-        """After table recovery: re-send what a worker that died had written ahead but maybe not sent."""
+        """After table recovery or a rebalance: re-send what a worker that died had written ahead but
+        maybe not sent, and file every chat in the expiry index afresh (one pass over the table)."""
         async with self._lock:
             await self._commit_staged()
             batch, changed = _Batch(), {}
+            index = self.index
+            index.clear()
             for chat, raw in list(self.chats.items()):
                 state = ChatState.loads(raw)
                 if self._adopt(chat, state, batch):
-                    changed[chat] = state.dumps()
+                    changed[chat] = state
+                else:
+                    index.move(chat, self.partition_of(chat), None, index.entry(chat, state))
             await self._commit(batch, changed)
 
     def _now_ms(self) -> int:

@@ -158,13 +158,15 @@ def build_app(settings: Settings, partitions: int, web_port: int, edges: WorkerE
     app.raw_feed = RawFeed(processor, settings.raw_topic, commit_seconds=settings.worker_commit_seconds,
                            max_records=settings.worker_batch_size, before=before_fetch, after=after_commit)
 
-    resent = asyncio.Event()
+    indexed = [None]  # the consumer generation whose tables the processor last passed over
 
     @app.timer(1.0)
     async def release_pending():
-        if not resent.is_set() and app.tables.recovery.completed.is_set() and not app.rebalancing:
-            await processor.resend_unsent()  # once: what a worker that died had written ahead
-            resent.set()
+        generation = app.consumer_generation_id
+        if indexed[0] != generation and app.tables.recovery.completed.is_set() and not app.rebalancing:
+            # once per assignment: what a worker that died had written ahead, and the expiry index
+            await processor.resend_unsent()
+            indexed[0] = generation
         await processor.release_pending()
 
     @app.timer(settings.expiry_check_seconds)
