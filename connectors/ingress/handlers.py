@@ -12,6 +12,7 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from connectors.ingress.auth import bearer_ok, bearer_token, signature_ok
+from connectors.ingress.batching import ProduceBatcher
 from connectors.ingress.metrics import IngressMetrics
 from connectors.integrations.records import NAME_PATTERN
 from streams.domain.envelope import InvalidEvent, InvalidJSON, encode_envelope, event_id, parse_body
@@ -85,6 +86,7 @@ class WebhookHandler:
                  activity: IngressActivity, guard=None) -> None:
         self.settings, self.registry, self.producer, self.metrics = settings, registry, producer, metrics
         self.activity, self.guard = activity, guard
+        self.batcher = ProduceBatcher(producer, settings.produce_timeout)
         self._broker_ok_until = 0.0
 
     async def post(self, request: web.Request) -> web.Response:
@@ -167,23 +169,23 @@ class WebhookHandler:
             key = chat_key(integration_id, event.conversation_id or "").encode()
             ids.append(eid)
             sends.append((self.settings.raw_topic, value, key))
-        await self._send_all(sends)
+        await self._send_all(sends, self.batcher.send)
         self.metrics.events.labels(integration_id).inc(len(ids))
         return ids
 
-    async def _send_all(self, sends) -> None:
-        """Send and await every ack within the produce timeout, or answer 503."""
+    async def _send_all(self, sends, batched=None) -> None:
+        """Send and await every ack within the produce timeout, or answer 503.
+
+        Accepted events go through the batcher (its own timer per batch, no timer per
+        request); the rare dead letter is sent on its own.
+        """
         started = time.perf_counter()
-        futures = []
-        try:  # asyncio.timeout, not wait_for: no extra task per request on the hot path
-            async with asyncio.timeout(self.settings.produce_timeout):
-                for topic, value, key in sends:
-                    futures.append(await self.producer.send(topic, value, key=key))
-                for future in futures:
-                    await future
+        try:
+            if batched is not None:
+                await batched(sends)
+            else:
+                await self._send_each(sends)
         except (KafkaError, asyncio.TimeoutError, OSError) as exc:
-            for future in futures:
-                future.add_done_callback(_discard_result)
             logger.warning("produce failed, answering 503: %s", type(exc).__name__)
             self.metrics.produce_failures.inc()
             raise Rejected(503, "broker_unavailable",
@@ -191,6 +193,19 @@ class WebhookHandler:
                            "retry after the Retry-After seconds",
                            headers={"Retry-After": str(self.settings.retry_after_seconds)}) from None
         self.metrics.produce_seconds.observe(time.perf_counter() - started)
+
+    async def _send_each(self, sends) -> None:
+        futures = []
+        try:  # asyncio.timeout, not wait_for: no extra task
+            async with asyncio.timeout(self.settings.produce_timeout):
+                for topic, value, key in sends:
+                    futures.append(await self.producer.send(topic, value, key=key))
+                for future in futures:
+                    await future
+        except BaseException:
+            for future in futures:
+                future.add_done_callback(_discard_result)
+            raise
 
     async def _dead_letter(self, request, integration, body: bytes | None, rejected: Rejected) -> Rejected:
         """Keep an authenticated reject on the DLQ, so an operator can see what was refused."""
