@@ -235,7 +235,7 @@ async def run_wrk(url: str, script: Path, args, cpu: int, duration: int, cpus: l
 
 
 def serve_bare(port: int) -> int:
-    """The ceiling: aiohttp as the ingress runs it (same limits, logger, backlog), doing nothing.
+    """The ceiling: aiohttp as the ingress runs it (same limits, logger, backlog, event loop), doing nothing.
 
     It reads the body and answers 202, so the gap to the ingress is the cost of auth,
     validation, the envelope and awaiting Kafka's ack.
@@ -269,7 +269,10 @@ def serve_bare(port: int) -> int:
         await stop.wait()
         await runner.cleanup()
 
-    asyncio.run(main())
+    from connectors.cli.main import fast_loop_factory  # the event loop the ingress runs on, for a fair ceiling
+
+    with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
+        runner.run(main())
     return 0
 
 

@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(settings, args.command, args.verbose, args.log_level)
         if args.command == "worker":
             return worker.run_worker(settings, args.web_port)
+        if args.command == "ingress":  # an HTTP server: on uvloop's event loop where it is installed
+            with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
+                return runner.run(_dispatch(args, settings))
         return asyncio.run(_dispatch(args, settings))
     except KeyboardInterrupt:
         return 130
@@ -74,6 +77,19 @@ def main(argv: list[str] | None = None) -> int:
         detail = f": {exc}" if str(exc) else ""
         return _fail(f"unexpected {type(exc).__name__}{detail} (run with {ENV_PREFIX}LOG_LEVEL=debug "
                      "for the traceback)")
+
+
+def fast_loop_factory():
+    """uvloop's event loop where it is installed (CPython on Linux and macOS), else asyncio's.
+
+    The ingress spends most of its time in the event loop and socket calls; uvloop does those
+    in C (bench/ingress.py, docs/testing.md). The worker runs Faust's loop and keeps it.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _fail(message: str) -> int:

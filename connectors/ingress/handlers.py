@@ -12,6 +12,7 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from connectors.ingress.auth import bearer_ok, bearer_token, signature_ok
+from connectors.ingress.batching import ProduceBatcher
 from connectors.ingress.metrics import IngressMetrics
 from connectors.integrations.records import NAME_PATTERN
 from streams.domain.envelope import InvalidEvent, InvalidJSON, encode_envelope, event_id, parse_body
@@ -50,13 +51,16 @@ class Rejected(Exception):
 def create_app(settings: Settings, registry, producer, metrics: IngressMetrics | None = None,
                activity: IngressActivity | None = None, guard=None) -> web.Application:
     """The aiohttp application; the producer and integration registry are injected."""
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_json_routing_errors])
+    app = web.Application(client_max_size=settings.max_body_bytes)
     handler = WebhookHandler(settings, registry, producer, metrics or IngressMetrics(),
                              activity or IngressActivity("local"), guard)
-    app.router.add_post("/webhooks/freshchat/{integration}", handler.post)
-    app.router.add_get("/healthz", handler.healthz)
-    app.router.add_get("/readyz", handler.readyz)
-    app.router.add_get("/metrics", handler.metrics_page)
+    routes = app.router
+    routes.add_post("/webhooks/freshchat/{integration}", handler.post)
+    routes.add_route("*", "/webhooks/freshchat/{integration}", _method_not_allowed("POST"))
+    for path, page in (("/healthz", handler.healthz), ("/readyz", handler.readyz), ("/metrics", handler.metrics_page)):
+        routes.add_get(path, page)
+        routes.add_route("*", path, _method_not_allowed("GET, HEAD"))
+    routes.add_route("*", "/{path:.*}", _not_found)
     return app
 
 
@@ -64,18 +68,20 @@ NOT_FOUND = ("no such endpoint: events are posted to /webhooks/freshchat/<integr
              "/healthz, /readyz and /metrics answer GET")
 
 
-@web.middleware
-async def _json_routing_errors(request: web.Request, handler) -> web.StreamResponse:
-    """aiohttp's router answers an unknown path or method in plain text; a client that reads
-    every other error as JSON would choke on those two, so they get a code and a sentence too."""
-    try:
-        return await handler(request)
-    except web.HTTPMethodNotAllowed as exc:
-        allowed = ", ".join(sorted(exc.allowed_methods))
+# aiohttp's router answers an unknown path or method in plain text; a client that reads every
+# other error as JSON would choke on those two, so they get a code and a sentence too. They are
+# routes of their own (a path's other methods, then every other path), not a middleware: a
+# middleware would wrap every webhook request for the sake of these two.
+
+def _method_not_allowed(allowed: str):
+    async def answer(request: web.Request) -> web.Response:
         return Rejected(405, "method_not_allowed", f"{request.method} is not allowed on this path; use {allowed}",
                         headers={"Allow": allowed}).response()
-    except web.HTTPNotFound:
-        return Rejected(404, "not_found", NOT_FOUND).response()
+    return answer
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    return Rejected(404, "not_found", NOT_FOUND).response()
 
 
 class WebhookHandler:
@@ -85,7 +91,9 @@ class WebhookHandler:
                  activity: IngressActivity, guard=None) -> None:
         self.settings, self.registry, self.producer, self.metrics = settings, registry, producer, metrics
         self.activity, self.guard = activity, guard
+        self.batcher = ProduceBatcher(producer, settings.produce_timeout)
         self._broker_ok_until = 0.0
+        self._counters: dict[tuple[str, int], object] = {}  # integrations are few, statuses fewer
 
     async def post(self, request: web.Request) -> web.Response:
         name = request.match_info["integration"]
@@ -102,7 +110,7 @@ class WebhookHandler:
             if self.guard is not None:
                 self.guard.end(request.transport)
         status = response.status
-        self.metrics.requests.labels(label, str(status)).inc()
+        self._counter(label, status).inc()
         if status == 401:
             self.metrics.auth_failures.labels(label).inc()
         if integration is not None:  # health of known integrations only: no state per guessed URL
@@ -111,6 +119,13 @@ class WebhookHandler:
             elif status != 503:  # a 503 is our broker's fault, not the sender's
                 self.activity.rejected(integration.id, status, code or "unknown")
         return response
+
+    def _counter(self, label: str, status: int):
+        """The requests counter of (integration, status), looked up once: labels() takes a lock."""
+        counter = self._counters.get((label, status))
+        if counter is None:
+            counter = self._counters[(label, status)] = self.metrics.requests.labels(label, str(status))
+        return counter
 
     async def _accept(self, request: web.Request, integration) -> web.Response:
         token = bearer_token(request.headers.get("Authorization"))
@@ -138,6 +153,8 @@ class WebhookHandler:
     async def _read(self, request, integration, authenticated) -> bytes:
         """The whole body within the body timeout: a client that never finishes it is cut off."""
         try:
+            if request.content.is_eof():  # the whole body is already here: nothing to wait for, no timer
+                return await request.read()
             async with asyncio.timeout(self.settings.ingress_body_timeout_seconds):
                 return await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -167,23 +184,23 @@ class WebhookHandler:
             key = chat_key(integration_id, event.conversation_id or "").encode()
             ids.append(eid)
             sends.append((self.settings.raw_topic, value, key))
-        await self._send_all(sends)
+        await self._send_all(sends, self.batcher.send)
         self.metrics.events.labels(integration_id).inc(len(ids))
         return ids
 
-    async def _send_all(self, sends) -> None:
-        """Send and await every ack within the produce timeout, or answer 503."""
+    async def _send_all(self, sends, batched=None) -> None:
+        """Send and await every ack within the produce timeout, or answer 503.
+
+        Accepted events go through the batcher (its own timer per batch, no timer per
+        request); the rare dead letter is sent on its own.
+        """
         started = time.perf_counter()
-        futures = []
-        try:  # asyncio.timeout, not wait_for: no extra task per request on the hot path
-            async with asyncio.timeout(self.settings.produce_timeout):
-                for topic, value, key in sends:
-                    futures.append(await self.producer.send(topic, value, key=key))
-                for future in futures:
-                    await future
+        try:
+            if batched is not None:
+                await batched(sends)
+            else:
+                await self._send_each(sends)
         except (KafkaError, asyncio.TimeoutError, OSError) as exc:
-            for future in futures:
-                future.add_done_callback(_discard_result)
             logger.warning("produce failed, answering 503: %s", type(exc).__name__)
             self.metrics.produce_failures.inc()
             raise Rejected(503, "broker_unavailable",
@@ -191,6 +208,19 @@ class WebhookHandler:
                            "retry after the Retry-After seconds",
                            headers={"Retry-After": str(self.settings.retry_after_seconds)}) from None
         self.metrics.produce_seconds.observe(time.perf_counter() - started)
+
+    async def _send_each(self, sends) -> None:
+        futures = []
+        try:  # asyncio.timeout, not wait_for: no extra task
+            async with asyncio.timeout(self.settings.produce_timeout):
+                for topic, value, key in sends:
+                    futures.append(await self.producer.send(topic, value, key=key))
+                for future in futures:
+                    await future
+        except BaseException:
+            for future in futures:
+                future.add_done_callback(_discard_result)
+            raise
 
     async def _dead_letter(self, request, integration, body: bytes | None, rejected: Rejected) -> Rejected:
         """Keep an authenticated reject on the DLQ, so an operator can see what was refused."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from aiohttp import web
@@ -72,6 +73,7 @@ class IngressService(Service):
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def on_started(self) -> None:
+        gc.freeze()  # what start-up made lives as long as the process: the collector stops rescanning it
         logger.info("ingress listening on http://%s:%d", self.host, self.port)
 
     async def on_stop(self) -> None:
