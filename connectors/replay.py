@@ -15,10 +15,12 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Callable
 
 import orjson
 from aiokafka import TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 from connectors.kafka.clients import make_consumer, make_producer
 from connectors.kafka.follower import TopicFollower
@@ -99,6 +101,43 @@ async def _group_names(settings: Settings) -> GroupNames:
     return names
 
 
+# Levers (bench/replay.py --knob NAME=VALUE measures each against the default):
+FETCH_RECORDS = 20_000  # records per getmany, handed to the processor in one call (was 5,000 per partition)
+PREFETCH = 2  # fetched batches that may wait while the processor works on one; 0: fetch, then process
+KNOWN_PARTITIONS = True  # a chat's partition from the records read, not murmur2 per call
+BATCHED_WRITES = True  # contacts appended to one batch per partition, the batches awaited together
+
+
+def new_processor(settings: Settings, names: GroupNames, partitions: int, emit,
+                  where: dict[bytes, int]) -> ContactProcessor:
+    """The worker's processor with in-memory tables, as replay runs it.
+
+    `where` is the raw partition of each chat key, filled as records are read (the raw topic
+    is keyed by chat, with Kafka's default partitioner); a key not seen there is hashed once."""
+    if not KNOWN_PARTITIONS:
+        return _processor(settings, names, emit, lambda key: partition_of(key, partitions))
+
+    def partition(key: bytes) -> int:
+        found = where.get(key)
+        if found is None:
+            found = where[key] = partition_of(key, partitions)
+        return found
+
+    return _processor(settings, names, emit, partition)
+
+
+def _processor(settings: Settings, names: GroupNames, emit, partition) -> ContactProcessor:
+    return ContactProcessor(
+        chats={}, pending={}, names=names, emit=emit, metrics=WorkerMetrics(),
+        expiry_ms=settings.chat_expiry_seconds * 1000, group_wait_ms=0, partition_of=partition,
+        tombstone_ms=int(settings.chat_tombstone_days * 86_400_000),
+        skew_ms=int(settings.event_time_skew_seconds * 1000))
+
+
+def raw_consumer(settings: Settings):
+    return make_consumer(settings, fetch_max_wait_ms=100, max_partition_fetch_bytes=4 * 1024 * 1024)
+
+
 async def _rebuild(settings: Settings, window: ReplayWindow, names: GroupNames,
                    progress) -> tuple[dict[str, dict], tuple[int | None, int | None]]:
     """The worker's processor over every raw record from since − lookback up to the ends seen
@@ -109,53 +148,103 @@ async def _rebuild(settings: Settings, window: ReplayWindow, names: GroupNames,
     async def emit(records: list[tuple[bytes, bytes]]) -> None:
         sent.extend(records)
 
-    consumer = make_consumer(settings, fetch_max_wait_ms=100, max_partition_fetch_bytes=4 * 1024 * 1024)
+    consumer = raw_consumer(settings)
     await consumer.start()
     try:
         partitions = await _partitions(consumer, settings.raw_topic)
         if not partitions:
             raise missing_topic(settings, settings.raw_topic)
-        processor = ContactProcessor(
-            chats={}, pending={}, names=names, emit=emit, metrics=WorkerMetrics(),
-            expiry_ms=settings.chat_expiry_seconds * 1000, group_wait_ms=0,
-            partition_of=lambda key: partition_of(key, max(1, len(partitions))),
-            tombstone_ms=int(settings.chat_tombstone_days * 86_400_000),
-            skew_ms=int(settings.event_time_skew_seconds * 1000))
-        span = await _read_raw(consumer, partitions, window, processor, progress)
+        where: dict[bytes, int] = {}
+        processor = new_processor(settings, names, len(partitions), emit, where)
+        span = RawSpan()
+        await _process_all(raw_batches(consumer, partitions, window, where, progress, span), processor)
     finally:
         await consumer.stop()
     await processor.expire_idle()  # the live worker's expiry timer, at the final watermarks
     await processor.release_pending()  # names the groups topic does not know: Undefined_Queue now
     return {contact_id: record for contact_id, record in final_revisions(orjson.loads(v) for _, v in sent).items()
-            if window.integration is None or record["integration"] == window.integration}, span
+            if window.integration is None or record["integration"] == window.integration}, (span.first, span.last)
 
 
-async def _read_raw(consumer, partitions, window: ReplayWindow, processor: ContactProcessor,
-                    progress) -> tuple[int | None, int | None]:
+class RawSpan:
+    """The oldest and newest raw record time (epoch ms) read so far."""
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self.last: int | None = None
+
+    def add(self, low: int, high: int) -> None:
+        self.first = low if self.first is None else min(low, self.first)
+        self.last = high if self.last is None else max(high, self.last)
+
+
+async def raw_batches(consumer, partitions, window: ReplayWindow, where: dict[bytes, int], progress,
+                      span: RawSpan | None = None):
+    """The processor's batches: every raw record up to the ends seen at the start, in fetch-sized
+    lists of (key, value, partition) from since − lookback on; `where` learns each key's partition."""
     consumer.assign(partitions)
     ends = await true_ends(consumer, partitions)
     await consumer.seek_to_beginning(*partitions)
     total, done = sum(ends.values()), 0
-    first = last = None
+    cutoff = window.since - window.lookback_ms
     pending = {tp for tp in partitions if ends[tp] > 0}
     what = f"raw topic {partitions[0].topic}"
     if progress:
         progress(what, 0, total)
     while pending:
-        for tp, records in (await consumer.getmany(*pending, timeout_ms=500, max_records=5000)).items():
-            records = [r for r in records if r.offset < ends[tp]]
+        batch: list[tuple[bytes | None, bytes, int]] = []
+        for tp, records in (await consumer.getmany(*pending, timeout_ms=500, max_records=FETCH_RECORDS)).items():
+            end = ends[tp]
+            if records and records[-1].offset >= end:
+                records = [r for r in records if r.offset < end]
             if records:
-                low, high = min(r.timestamp for r in records), max(r.timestamp for r in records)
-                first, last = min(low, first if first is not None else low), max(high, last or high)
-            batch = [(r.key, r.value, r.partition) for r in records
-                     if r.timestamp >= window.since - window.lookback_ms]
-            done += len(records)
-            await processor.process(batch)
-            if await consumer.position(tp) >= ends[tp]:
+                stamps = [r.timestamp for r in records]
+                low, high = min(stamps), max(stamps)
+                if span is not None:
+                    span.add(low, high)
+                keys = [r.key for r in records]
+                if KNOWN_PARTITIONS:
+                    where.update(dict.fromkeys(keys, tp.partition))
+                if low >= cutoff:
+                    batch += zip(keys, [r.value for r in records], repeat(tp.partition))
+                else:
+                    batch += [(r.key, r.value, tp.partition) for r in records if r.timestamp >= cutoff]
+                done += len(records)
+            if await consumer.position(tp) >= end:
                 pending.discard(tp)
         if progress:
             progress(what, done, total)
-    return first, last
+        if batch:
+            yield batch
+
+
+async def _process_all(batches, processor: ContactProcessor) -> None:
+    """The processor over `batches`, the next ones fetched and decoded while it works."""
+    if not PREFETCH:
+        async for batch in batches:
+            await processor.process(batch)
+        return
+    queue: asyncio.Queue = asyncio.Queue(PREFETCH)
+
+    async def fetch() -> None:
+        try:
+            async for batch in batches:
+                await queue.put(batch)
+        except BaseException as error:  # handed to the processing side, which raises it
+            await queue.put(error)
+            raise
+        await queue.put(None)
+
+    task = asyncio.create_task(fetch())
+    try:
+        while (batch := await queue.get()) is not None:
+            if isinstance(batch, BaseException):
+                raise batch
+            await processor.process(batch)
+        await task
+    finally:
+        task.cancel()  # (nothing, when it is done)
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _existing(settings: Settings, topic: str, wanted: set[str], progress=None) -> dict[str, dict]:
@@ -257,14 +346,51 @@ def _same(a: dict, b: dict) -> bool:
 
 
 async def _write(settings: Settings, topic: str, contacts: list[dict]) -> None:
-    producer = make_producer(settings)
+    """Every record acknowledged, or the replay fails loudly; in plan order within a key (a move's
+    retraction goes before its new revision), so within its partition."""
+    producer = make_producer(settings, partitioner=_CachedPartitioner())
     await producer.start()
     try:
-        futures = [await producer.send(topic, orjson.dumps(c), key=contact_key(c["integration"], c["queue"]))
-                   for c in contacts]  # in plan order: a move's retraction goes before its new revision
-        await asyncio.gather(*futures)  # every write acknowledged, or the replay fails loudly
+        if not BATCHED_WRITES:
+            futures = [await producer.send(topic, orjson.dumps(c), key=contact_key(c["integration"], c["queue"]))
+                       for c in contacts]
+            await asyncio.gather(*futures)
+            return
+        count = len(await producer.partitions_for(topic))
+        partitioner, keys = _CachedPartitioner(), {}
+        batches: dict[int, object] = {}
+        futures = []
+        for contact in contacts:
+            names = contact["integration"], contact["queue"]
+            key = keys.get(names) or keys.setdefault(names, contact_key(*names))
+            partition = partitioner(key, range(count), None)
+            batch = batches.get(partition) or batches.setdefault(partition, producer.create_batch())
+            value = orjson.dumps(contact)
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = batches[partition] = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        for partition, batch in batches.items():
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+class _CachedPartitioner:
+    """Kafka's default partitioner, once per key: a contact key (integration/queue) repeats."""
+
+    def __init__(self) -> None:
+        self._default = DefaultPartitioner()
+        self._known: dict[tuple[bytes, int], int] = {}
+
+    def __call__(self, key, all_partitions, available):
+        if key is None:
+            return self._default(key, all_partitions, available)
+        found = self._known.get((key, len(all_partitions)))
+        if found is None:
+            found = self._known[(key, len(all_partitions))] = self._default(key, all_partitions, available)
+        return found
 
 
 async def _partitions(consumer, topic: str) -> list[TopicPartition]:
