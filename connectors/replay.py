@@ -79,14 +79,52 @@ async def replay(settings: Settings, window: ReplayWindow, target: str, dry_run:
                  progress: Progress | None = None) -> ReplayReport:
     """Rebuild, compare with `target`, and write what is missing or differs (unless dry_run)."""
     names = await _group_names(settings)
-    rebuilt, (first, last) = await _rebuild(settings, window, names, progress)
-    existing = await _existing(settings, target, set(rebuilt), progress)
-    report, to_write = _compare(rebuilt, existing, window)
-    report.raw_first, report.raw_last = first, last
-    if to_write and not dry_run:
-        await ensure_topic(settings, target, settings.topic_partitions)
-        await _write(settings, target, to_write)
-    return report
+    # the target's consumer and the producer connect while the raw topic is read (waits, not work)
+    reader = asyncio.create_task(_target_reader(settings, target))
+    writer = None if dry_run or not EARLY_CLIENTS else asyncio.create_task(_started_producer(settings))
+    try:
+        if not EARLY_CLIENTS:
+            await reader
+        rebuilt, (first, last), encoded = await _rebuild(settings, window, names, progress)
+        existing, found = await _existing(await reader, target, set(rebuilt), progress)
+        report, to_write = _compare(rebuilt, existing, window)
+        report.raw_first, report.raw_last = first, last
+        if to_write and not dry_run:
+            if not found:
+                await ensure_topic(settings, target, settings.topic_partitions)
+            await _write(await writer if writer else await _started_producer(settings), target, to_write, encoded)
+        return report
+    finally:
+        await _stop_clients(reader, writer)
+
+
+async def _target_reader(settings: Settings, target: str):
+    consumer = make_consumer(settings, fetch_max_wait_ms=100)
+    await consumer.start()
+    try:
+        return consumer, await _partitions(consumer, target)
+    except BaseException:
+        await consumer.stop()
+        raise
+
+
+async def _started_producer(settings: Settings):
+    producer = make_producer(settings, partitioner=_CachedPartitioner())
+    await producer.start()
+    return producer
+
+
+async def _stop_clients(*tasks) -> None:
+    for task in tasks:
+        if task is None:
+            continue
+        if not task.done():
+            task.cancel()
+        result = (await asyncio.gather(task, return_exceptions=True))[0]
+        if isinstance(result, tuple):
+            result = result[0]
+        if hasattr(result, "stop"):
+            await result.stop()
 
 
 async def _group_names(settings: Settings) -> GroupNames:
@@ -106,6 +144,7 @@ FETCH_RECORDS = 20_000  # records per getmany, handed to the processor in one ca
 PREFETCH = 2  # fetched batches that may wait while the processor works on one; 0: fetch, then process
 KNOWN_PARTITIONS = True  # a chat's partition from the records read, not murmur2 per call
 BATCHED_WRITES = True  # contacts appended to one batch per partition, the batches awaited together
+EARLY_CLIENTS = True  # the target's consumer and the producer connect while the raw topic is read
 
 
 def new_processor(settings: Settings, names: GroupNames, partitions: int, emit,
@@ -162,8 +201,11 @@ async def _rebuild(settings: Settings, window: ReplayWindow, names: GroupNames,
         await consumer.stop()
     await processor.expire_idle()  # the live worker's expiry timer, at the final watermarks
     await processor.release_pending()  # names the groups topic does not know: Undefined_Queue now
-    return {contact_id: record for contact_id, record in final_revisions(orjson.loads(v) for _, v in sent).items()
-            if window.integration is None or record["integration"] == window.integration}, (span.first, span.last)
+    records = [orjson.loads(value) for _, value in sent]
+    encoded = {id(record): value for record, (_, value) in zip(records, sent)}  # written as they are, if unchanged
+    return ({contact_id: record for contact_id, record in final_revisions(records).items()
+             if window.integration is None or record["integration"] == window.integration},
+            (span.first, span.last), encoded)
 
 
 class RawSpan:
@@ -247,38 +289,34 @@ async def _process_all(batches, processor: ContactProcessor) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def _existing(settings: Settings, topic: str, wanted: set[str], progress=None) -> dict[str, dict]:
-    """The target topic's highest revision of each rebuilt contact, by contact_id.
+async def _existing(reader, topic: str, wanted: set[str], progress=None) -> tuple[dict[str, dict], bool]:
+    """The target topic's highest revision of each rebuilt contact, by contact_id, and whether
+    the topic exists; `reader` is a started consumer and the topic's partitions.
 
     Only those are kept: the target may hold weeks of contacts, the window a few hours'."""
     found: list[dict] = []
-    consumer = make_consumer(settings, fetch_max_wait_ms=100)
-    await consumer.start()
-    try:
-        partitions = await _partitions(consumer, topic)
-        if not partitions:
-            return {}
-        consumer.assign(partitions)
-        ends = await true_ends(consumer, partitions)
-        await consumer.seek_to_beginning(*partitions)
-        pending = {tp for tp in partitions if ends[tp] > 0}
-        total, done, what = sum(ends.values()), 0, f"target topic {topic}"
+    consumer, partitions = reader
+    if not partitions:
+        return {}, False
+    consumer.assign(partitions)
+    ends = await true_ends(consumer, partitions)
+    await consumer.seek_to_beginning(*partitions)
+    pending = {tp for tp in partitions if ends[tp] > 0}
+    total, done, what = sum(ends.values()), 0, f"target topic {topic}"
+    if progress:
+        progress(what, 0, total)
+    while pending:
+        for tp, records in (await consumer.getmany(*pending, timeout_ms=500)).items():
+            for record in records:
+                done += record.offset < ends[tp]
+                contact = _decoded(record.value)
+                if contact is not None and contact.get("contact_id") in wanted:
+                    found.append(contact)
+            if await consumer.position(tp) >= ends[tp]:
+                pending.discard(tp)
         if progress:
-            progress(what, 0, total)
-        while pending:
-            for tp, records in (await consumer.getmany(*pending, timeout_ms=500)).items():
-                for record in records:
-                    done += record.offset < ends[tp]
-                    contact = _decoded(record.value)
-                    if contact is not None and contact.get("contact_id") in wanted:
-                        found.append(contact)
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
-            if progress:
-                progress(what, done, total)
-    finally:
-        await consumer.stop()
-    return final_revisions(found)
+            progress(what, done, total)
+    return final_revisions(found), True
 
 
 def _decoded(value: bytes | None) -> dict | None:
@@ -336,7 +374,7 @@ def _next_revisions(old: dict | None, contact: dict | None) -> list[dict]:
             records.append(build_retraction(old["integration"], old["conversation_id"], old["cycle"], queue,
                                             number, now))
         else:
-            records.append({**contact, "revision": number})
+            records.append(contact if contact["revision"] == number else {**contact, "revision": number})
     return records
 
 
@@ -345,36 +383,32 @@ def _same(a: dict, b: dict) -> bool:
             == {k: v for k, v in b.items() if k not in _UNCOMPARED})
 
 
-async def _write(settings: Settings, topic: str, contacts: list[dict]) -> None:
+async def _write(producer, topic: str, contacts: list[dict], encoded: dict[int, bytes]) -> None:
     """Every record acknowledged, or the replay fails loudly; in plan order within a key (a move's
-    retraction goes before its new revision), so within its partition."""
-    producer = make_producer(settings, partitioner=_CachedPartitioner())
-    await producer.start()
-    try:
-        if not BATCHED_WRITES:
-            futures = [await producer.send(topic, orjson.dumps(c), key=contact_key(c["integration"], c["queue"]))
-                       for c in contacts]
-            await asyncio.gather(*futures)
-            return
-        count = len(await producer.partitions_for(topic))
-        partitioner, keys = _CachedPartitioner(), {}
-        batches: dict[int, object] = {}
-        futures = []
-        for contact in contacts:
-            names = contact["integration"], contact["queue"]
-            key = keys.get(names) or keys.setdefault(names, contact_key(*names))
-            partition = partitioner(key, range(count), None)
-            batch = batches.get(partition) or batches.setdefault(partition, producer.create_batch())
-            value = orjson.dumps(contact)
-            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = batches[partition] = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
-        for partition, batch in batches.items():
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
+    retraction goes before its new revision), so within its partition. A contact written as the
+    processor emitted it keeps the processor's bytes (`encoded`, by object)."""
+    if not BATCHED_WRITES:
+        futures = [await producer.send(topic, encoded.get(id(c)) or orjson.dumps(c),
+                                       key=contact_key(c["integration"], c["queue"])) for c in contacts]
         await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+        return
+    count = len(await producer.partitions_for(topic))
+    partitioner, keys = _CachedPartitioner(), {}
+    batches: dict[int, object] = {}
+    futures = []
+    for contact in contacts:
+        names = contact["integration"], contact["queue"]
+        key = keys.get(names) or keys.setdefault(names, contact_key(*names))
+        partition = partitioner(key, range(count), None)
+        batch = batches.get(partition) or batches.setdefault(partition, producer.create_batch())
+        value = encoded.get(id(contact)) or orjson.dumps(contact)
+        if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = batches[partition] = producer.create_batch()
+            batch.append(key=key, value=value, timestamp=None)
+    for partition, batch in batches.items():
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    await asyncio.gather(*futures)
 
 
 class _CachedPartitioner:
