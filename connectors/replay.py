@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Callable
@@ -27,7 +29,7 @@ from connectors.kafka.follower import TopicFollower
 from connectors.kafka.topics import ensure_topic, missing_topic, partition_count, true_ends
 from streams.domain.contact import build_retraction, final_revisions, revision_plan
 from streams.domain.group_names import GroupNames
-from streams.domain.keys import contact_key
+from streams.domain.keys import chat_of_pending_key, contact_key
 from streams.domain.metrics import WorkerMetrics
 from streams.domain.processor import ContactProcessor
 from streams.domain.times import parse_time
@@ -76,8 +78,9 @@ Progress = Callable[[str, int, int], None]  # (what is being read, records done,
 
 
 async def replay(settings: Settings, window: ReplayWindow, target: str, dry_run: bool = False,
-                 progress: Progress | None = None) -> ReplayReport:
-    """Rebuild, compare with `target`, and write what is missing or differs (unless dry_run)."""
+                 progress: Progress | None = None, jobs: int = 1) -> ReplayReport:
+    """Rebuild, compare with `target`, and write what is missing or differs (unless dry_run);
+    `jobs` > 1 folds groups of raw partitions in that many processes."""
     names = await _group_names(settings)
     # the target's consumer and the producer connect while the raw topic is read (waits, not work)
     reader = asyncio.create_task(_target_reader(settings, target))
@@ -85,7 +88,7 @@ async def replay(settings: Settings, window: ReplayWindow, target: str, dry_run:
     try:
         if not EARLY_CLIENTS:
             await reader
-        rebuilt, (first, last), encoded = await _rebuild(settings, window, names, progress)
+        rebuilt, (first, last), encoded = await _rebuild(settings, window, names, progress, jobs)
         existing, found = await _existing(await reader, target, set(rebuilt), progress)
         report, to_write = _compare(rebuilt, existing, window)
         report.raw_first, report.raw_last = first, last
@@ -177,11 +180,27 @@ def raw_consumer(settings: Settings):
     return make_consumer(settings, fetch_max_wait_ms=100, max_partition_fetch_bytes=4 * 1024 * 1024)
 
 
-async def _rebuild(settings: Settings, window: ReplayWindow, names: GroupNames,
-                   progress) -> tuple[dict[str, dict], tuple[int | None, int | None]]:
+async def _rebuild(settings: Settings, window: ReplayWindow, names: GroupNames, progress, jobs: int = 1):
     """The worker's processor over every raw record from since − lookback up to the ends seen
-    at the start, then its expiry scan at the final watermarks: the final revision per contact,
-    and the time range of every raw record read."""
+    at the start, then its expiry scan at the final watermarks and the release of parked
+    contacts: the final revision per contact, the time range of every raw record read, and
+    the bytes each final revision was emitted as (by object)."""
+    if jobs > 1:
+        values, span = await _rebuild_in_parallel(settings, window, names, progress, jobs)
+    else:
+        processor, sent, span = await _fold(settings, window, names, progress)
+        await processor.release_pending()  # names the groups topic does not know: Undefined_Queue now
+        values = [value for _, value in sent]
+    records = [orjson.loads(value) for value in values]
+    encoded = {id(record): value for record, value in zip(records, values)}  # written as they are, if unchanged
+    return ({contact_id: record for contact_id, record in final_revisions(records).items()
+             if window.integration is None or record["integration"] == window.integration},
+            (span.first, span.last), encoded)
+
+
+async def _fold(settings: Settings, window: ReplayWindow, names: GroupNames, progress,
+                only: list[int] | None = None) -> tuple[ContactProcessor, list[tuple[bytes, bytes]], "RawSpan"]:
+    """The processor over the raw partitions (or `only` those), then its expiry scan."""
     sent: list[tuple[bytes, bytes]] = []
 
     async def emit(records: list[tuple[bytes, bytes]]) -> None:
@@ -195,17 +214,87 @@ async def _rebuild(settings: Settings, window: ReplayWindow, names: GroupNames,
             raise missing_topic(settings, settings.raw_topic)
         where: dict[bytes, int] = {}
         processor = new_processor(settings, names, len(partitions), emit, where)
+        mine = partitions if only is None else [tp for tp in partitions if tp.partition in only]
         span = RawSpan()
-        await _process_all(raw_batches(consumer, partitions, window, where, progress, span), processor)
+        if mine:
+            await _process_all(raw_batches(consumer, mine, window, where, progress, span), processor)
     finally:
         await consumer.stop()
     await processor.expire_idle()  # the live worker's expiry timer, at the final watermarks
-    await processor.release_pending()  # names the groups topic does not know: Undefined_Queue now
-    records = [orjson.loads(value) for _, value in sent]
-    encoded = {id(record): value for record, (_, value) in zip(records, sent)}  # written as they are, if unchanged
-    return ({contact_id: record for contact_id, record in final_revisions(records).items()
-             if window.integration is None or record["integration"] == window.integration},
-            (span.first, span.last), encoded)
+    return processor, sent, span
+
+
+async def _rebuild_in_parallel(settings: Settings, window: ReplayWindow, names: GroupNames, progress,
+                               jobs: int) -> tuple[list[bytes], "RawSpan"]:
+    """`jobs` processes, each folding every jobs-th raw partition (a chat's events are all in
+    its partition, and so is its state). Each returns its contacts' final revisions and the
+    contacts it parked for an unknown group name; those are released here, once, with every
+    name any of them learnt from events, as one process releases them after its whole read."""
+    count = await partition_count(settings, settings.raw_topic)
+    groups = [[p for p in range(count) if p % jobs == j] for j in range(min(jobs, count))]
+    context = multiprocessing.get_context("spawn")  # no forked event loop or Kafka sockets
+    counts = context.Array("q", 2 * len(groups), lock=False)  # per process: records done, records in all
+    loop = asyncio.get_running_loop()
+    what = f"raw topic {settings.raw_topic}"
+    with ProcessPoolExecutor(len(groups), mp_context=context, initializer=_share_counts,
+                             initargs=(counts,)) as pool:
+        futures = [loop.run_in_executor(pool, _fold_group, settings, window, names.snapshot(), group, index)
+                   for index, group in enumerate(groups)]
+        done = asyncio.ensure_future(asyncio.gather(*futures))
+        while not done.done():
+            await asyncio.wait([done], timeout=0.5)
+            if progress:
+                progress(what, sum(counts[0::2]), sum(counts[1::2]))
+        parts = done.result()
+    span, values, chats, pending = RawSpan(), [], {}, {}
+    merged = GroupNames()
+    merged.restore(names.snapshot())
+    for part in parts:
+        values += part["values"]
+        chats.update(part["chats"])
+        pending.update(part["pending"])
+        merged.restore(part["names"])
+        if part["span"][0] is not None:
+            span.add(*part["span"])
+    released: list[tuple[bytes, bytes]] = []
+
+    async def emit(records: list[tuple[bytes, bytes]]) -> None:
+        released.extend(records)
+
+    processor = new_processor(settings, merged, count, emit, {})
+    processor.chats.update(chats)
+    processor.pending.update(pending)
+    await processor.release_pending()
+    return values + [value for _, value in released], span
+
+
+_counts = None  # in a --jobs process: its share of the progress counters
+
+
+def _share_counts(counts) -> None:
+    global _counts
+    _counts = counts
+
+
+def _fold_group(settings: Settings, window: ReplayWindow, names: dict, partitions: list[int], index: int) -> dict:
+    """One --jobs process: fold its partitions; its final revisions, parked contacts and their
+    chats' states, the names it knows, and the raw time range it read."""
+    def progress(_what: str, done: int, total: int) -> None:
+        _counts[2 * index], _counts[2 * index + 1] = done, total
+
+    async def run() -> dict:
+        known = GroupNames()
+        known.restore(names)
+        processor, sent, span = await _fold(settings, window, known, progress, partitions)
+        records = [orjson.loads(value) for _, value in sent]
+        encoded = {id(record): value for record, (_, value) in zip(records, sent)}
+        values = [encoded[id(record)] for record in final_revisions(records).values()]  # decoded here, in parallel
+        parked = {chat_of_pending_key(key) for key in processor.pending}
+        return {"values": values, "pending": dict(processor.pending),
+                "chats": {chat: processor.chats[chat] for chat in parked if chat in processor.chats},
+                "names": known.snapshot(), "span": [span.first, span.last]}
+
+    return asyncio.run(run())
 
 
 class RawSpan:
