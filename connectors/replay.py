@@ -192,10 +192,13 @@ async def _rebuild(settings: Settings, window: ReplayWindow, names: GroupNames, 
         await processor.release_pending()  # names the groups topic does not know: Undefined_Queue now
         values = [value for _, value in sent]
     records = [orjson.loads(value) for value in values]
-    encoded = {id(record): value for record, value in zip(records, values)}  # written as they are, if unchanged
-    return ({contact_id: record for contact_id, record in final_revisions(records).items()
-             if window.integration is None or record["integration"] == window.integration},
-            (span.first, span.last), encoded)
+    rebuilt = {contact_id: record for contact_id, record in final_revisions(records).items()
+               if window.integration is None or record["integration"] == window.integration}
+    # the bytes of each final revision, written as they are if unchanged; held with the record
+    # itself, so that an id() is never that of a freed record reused by another object
+    encoded = {id(record): (record, value) for record, value in zip(records, values)
+               if rebuilt.get(record["contact_id"]) is record}
+    return rebuilt, (span.first, span.last), encoded
 
 
 async def _fold(settings: Settings, window: ReplayWindow, names: GroupNames, progress,
@@ -472,12 +475,12 @@ def _same(a: dict, b: dict) -> bool:
             == {k: v for k, v in b.items() if k not in _UNCOMPARED})
 
 
-async def _write(producer, topic: str, contacts: list[dict], encoded: dict[int, bytes]) -> None:
+async def _write(producer, topic: str, contacts: list[dict], encoded: dict[int, tuple[dict, bytes]]) -> None:
     """Every record acknowledged, or the replay fails loudly; in plan order within a key (a move's
     retraction goes before its new revision), so within its partition. A contact written as the
     processor emitted it keeps the processor's bytes (`encoded`, by object)."""
     if not BATCHED_WRITES:
-        futures = [await producer.send(topic, encoded.get(id(c)) or orjson.dumps(c),
+        futures = [await producer.send(topic, _encoded(c, encoded),
                                        key=contact_key(c["integration"], c["queue"])) for c in contacts]
         await asyncio.gather(*futures)
         return
@@ -490,7 +493,7 @@ async def _write(producer, topic: str, contacts: list[dict], encoded: dict[int, 
         key = keys.get(names) or keys.setdefault(names, contact_key(*names))
         partition = partitioner(key, range(count), None)
         batch = batches.get(partition) or batches.setdefault(partition, producer.create_batch())
-        value = encoded.get(id(contact)) or orjson.dumps(contact)
+        value = _encoded(contact, encoded)
         if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
             futures.append(await producer.send_batch(batch, topic, partition=partition))
             batch = batches[partition] = producer.create_batch()
@@ -498,6 +501,11 @@ async def _write(producer, topic: str, contacts: list[dict], encoded: dict[int, 
     for partition, batch in batches.items():
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     await asyncio.gather(*futures)
+
+
+def _encoded(contact: dict, encoded: dict[int, tuple[dict, bytes]]) -> bytes:
+    known = encoded.get(id(contact))
+    return known[1] if known is not None and known[0] is contact else orjson.dumps(contact)
 
 
 class _CachedPartitioner:
