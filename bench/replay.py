@@ -13,7 +13,13 @@ machine, so the ratio means something on a shared, noisy box:
   order, keyed and enveloped exactly as the ingress does) pre-loaded into a fresh raw
   topic, the group names put on a fresh groups topic first (harness/load.py, as the stream
   benchmarks).
-- Ceiling: a plain aiokafka read of that raw range (the consumer options replay uses;
+- Floor (the baseline of issue 14, goal 6): the raw range fetched into memory first, in the
+  batches replay hands its processor (connectors.replay.raw_batches), untimed; then, timed,
+  the processor replay builds (connectors.replay.new_processor, dict tables) over them, its
+  expiry scan and the release of parked contacts: the domain work alone, no Kafka. It runs
+  before the first replay and after each; each replay is set against the faster floor beside
+  it and the median of those ratios is the figure. Goal: replay >= 80% of the floor.
+- Ceiling (kept for reference): a plain aiokafka read of that raw range (the consumer options replay uses;
   from the beginning to each partition's fetch high watermark, orjson-decoding every
   value, nothing else). Timed from before the consumer is created to after it stopped,
   the same scope as the replay; it runs once before and once after the replays and the
@@ -22,9 +28,11 @@ machine, so the ratio means something on a shared, noisy box:
   until=<last event time + 1 ms>), target)` into an empty target topic, timed around the
   whole call (group names, rebuild, read of the target, writes until the last contact is
   acknowledged). Its phases are timed by wrapping the module's private coroutines in the
-  child (connectors/replay.py itself is untouched). Goal: replay >= 50% of the ceiling's
-  events/s.
-- Correctness: the first replay reports rebuilt = missing = chats; a second replay of the
+  child (connectors/replay.py itself is untouched). `--repeats N` replays into N fresh
+  targets; `--knob NAME=VALUE` sets one of connectors/replay.py's levers (FETCH_RECORDS,
+  PREFETCH, KNOWN_PARTITIONS, BATCHED_WRITES, EARLY_CLIENTS) in the floor and replay
+  children, to measure it against the default.
+- Correctness: each first replay reports rebuilt = missing = chats; a second replay of the
   same window reports missing 0 and differing 0 (its time is printed too); the target
   then holds exactly `chats` contacts, distinct ids, none in Undefined_Queue.
 
@@ -39,7 +47,7 @@ outright).
 Run it from the repository root (about half a minute with the defaults):
 
     .venv/bin/python bench/replay.py [--chats 20000] [--events-per-chat 10] [--partitions 6]
-        [--profile FILE [--py-spy PATH]]
+        [--repeats N] [--knob NAME=VALUE ...] [--profile FILE [--py-spy PATH]]
 
 --profile adds a third replay, into another empty topic, under `py-spy record` (raw
 collapsed stacks written to FILE; `--py-spy` names the binary, default `py-spy` on PATH)
