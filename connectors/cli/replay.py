@@ -10,6 +10,7 @@ the range the raw topic does hold.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import sys
 import time
@@ -45,6 +46,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--create-topic", action="store_true", help="create the --to topic if it does not exist")
     parser.add_argument("--dry-run", action="store_true", help="write nothing; print the report")
     parser.add_argument("--json", action="store_true", help="print {rebuilt, present, missing, differing, retracted}")
+    parser.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                        help="fold groups of raw partitions in N processes, for a machine with more cores; the "
+                             "report and the contacts are those of --jobs 1 (default 1)")
 
 
 async def run(args, settings: Settings, out) -> int:
@@ -61,7 +65,7 @@ async def run(args, settings: Settings, out) -> int:
          f"from {settings.raw_topic} into {target}{' (dry run: nothing is written)' if args.dry_run else ''}")
     progress = Progress("replay")
     try:
-        report = await replay(settings, window, target, args.dry_run, progress)
+        report = await replay(settings, window, target, args.dry_run, progress, jobs=args.jobs)
     finally:
         progress.close()
     if args.json:
@@ -95,6 +99,17 @@ async def _check(args, settings: Settings, target: str) -> None:
             names = ", ".join(known) if known else "none (see 'freshstream integrations add')"
             raise UsageError(f"--integration {args.integration!r}: no such integration; the integrations are: "
                              f"{names}")
+
+
+def _jobs(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes: use 1 or more (os.cpu_count() "
+                                         "is a good start)")
+    return jobs
 
 
 def _empty_window(settings: Settings, report: ReplayReport) -> str:

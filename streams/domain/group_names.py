@@ -61,6 +61,15 @@ class GroupNames:
         known[group_id] = name
         self.outbox.append(group_record(integration, group_id, name, datetime.now(timezone.utc)))
 
+    def snapshot(self) -> dict[str, dict[str, str]]:
+        """Every name known, per integration: a copy (for another process)."""
+        return {integration: dict(names) for integration, names in self._names.items()}
+
+    def restore(self, snapshot: dict[str, dict[str, str]]) -> None:
+        """Know the names of a snapshot too; where both know a group, the snapshot's name wins."""
+        for integration, names in snapshot.items():
+            self._names.setdefault(integration, {}).update(names)
+
     def take_outbox(self) -> list[tuple[bytes, bytes]]:
         records, self.outbox = self.outbox, []
         return records

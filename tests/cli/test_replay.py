@@ -54,3 +54,27 @@ def test_replay_into_an_empty_topic_gives_the_window_and_is_idempotent(loop_thre
         env=settings_env(settings), capture_output=True, text=True, timeout=120)
     report = orjson.loads(live_check.stdout)
     assert report["missing"] == 0 and report["differing"] == 0 and report["present"] == report["rebuilt"] > 0
+
+
+def test_replay_with_jobs_gives_what_one_process_gives(loop_thread, settings, ingress, add_integration):
+    """--jobs 2 folds the 3 raw partitions in 2 processes; report and contacts are those of --jobs 1,
+    including those of a group whose name the groups topic does not give (parked, then released)."""
+    key = add_integration("acme")
+    loop_thread.run(publish_group_names(settings, "acme", GROUPS[1:]))  # the first group's name is unknown
+    scenario = build_scenario("acme", 120, seed=5)
+    loop_thread.run(post_scenario(ingress.url, "acme", key, scenario, concurrency=16), timeout=120)
+    window = ReplayWindow(since=0, until=2**62)
+
+    one = loop_thread.run(replay(settings, window, settings.contacts_topic + "-jobs1"), timeout=120)
+    two = loop_thread.run(replay(settings, window, settings.contacts_topic + "-jobs2", jobs=2), timeout=120)
+    assert one.counts() == two.counts() and one.rebuilt > 0
+    assert (one.raw_first, one.raw_last) == (two.raw_first, two.raw_last)
+    first = values(loop_thread.run(read_topic(settings, settings.contacts_topic + "-jobs1", 10**6, timeout=3)))
+    second = values(loop_thread.run(read_topic(settings, settings.contacts_topic + "-jobs2", 10**6, timeout=3)))
+    assert without_emitted(first) == without_emitted(second) and len(first) == one.missing
+
+    cli = subprocess.run(
+        [sys.executable, "-m", "connectors.cli", "replay", "--since", "2000-01-01T00:00:00Z", "--to",
+         settings.contacts_topic + "-jobs2", "--jobs", "3", "--dry-run", "--json"],
+        env=settings_env(settings), capture_output=True, text=True, timeout=120)
+    assert orjson.loads(cli.stdout) == {**one.counts(), "present": one.rebuilt, "missing": 0}, cli.stderr
