@@ -74,7 +74,7 @@ from harness import stream_figures
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     stream_figures.add_options(parser, "--chats", "--events-per-chat", "--partitions", "--compare-with",
-                               "--repeats")
+                               "--repeats", "--quix-app")
     options = stream_figures.options_from(parser, parser.parse_args(argv), ("throughput",))
     return stream_figures.main("bench/throughput.py", "worker throughput", options)
 
