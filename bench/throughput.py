@@ -24,8 +24,8 @@ broker and this script on the other), each with its own consumer group and conta
   moment its /readyz turns 200 (partitions assigned, reading starts) to the `emitted_at` of
   its last contact (intervals off) or to its statistics complete (on, below).
 
-With --repeats N they alternate (Quix lean, Quix processor, off, on, then on, off, ...) and medians are
-compared. Without quixstreams installed the Quix runs are left out and its rows say "not
+With --repeats N they alternate (Quix lean, Quix processor, off, on, then on, off, Quix
+processor, Quix lean, ...) and medians are compared. Without quixstreams installed the Quix runs are left out and its rows say "not
 measured". Goals (issue 14): worker (intervals off: the same work as Quix and the ceiling)
 / Quix >= 1.5, worker / ceiling >= 0.30; changelog records per event <= 0.15 for the
 worker: after each run (the worker stopped, Quix's last checkpoint committed) the records
