@@ -11,17 +11,21 @@ broker and this script on the other), each with its own consumer group and conta
   dict per chat, one JSON contact per resolution, acks awaited; timed from the first record
   read to the last contact acknowledged; once;
 - Quix Streams doing the worker's job (harness/quix_app.py, needs the bench extra:
-  `.venv/bin/pip install -e '.[bench]'`): per record, freshstream's own ContactProcessor
-  (normalise, apply, build_contact, the same metrics and write-ahead marks) over Quix's
-  RocksDB State with its changelog, at-least-once, commit interval 1 s, idempotence off
-  (the embedded broker has no idempotent producer); the group names read from the groups
-  topic once at start; timed from its first record to the `emitted_at` of its last contact;
+  `.venv/bin/pip install -e '.[bench]'`), two apps (--quix-app lean|processor|both, default
+  both): the lean app, the subject of worker / Quix, calls freshstream's domain functions
+  per record (normalise_or_skip, apply, queue_for, revision_plan, build_contact; the
+  ChatState's dumps() bytes in Quix's State); the processor app runs freshstream's whole
+  ContactProcessor on a batch of one record (the same metrics and write-ahead marks), its
+  figures printed beside. Both: Quix's RocksDB State with its changelog, at-least-once,
+  commit interval 1 s, idempotence off (the embedded broker has no idempotent producer),
+  librdkafka's fetch defaults; the group names read from the groups topic once at start;
+  timed from the first record to the `emitted_at` of the last contact;
 - the worker (`python -m connectors.cli worker`, whatever this tree's is), timed from the
   moment its /readyz turns 200 (partitions assigned, reading starts) to the `emitted_at` of
   its last contact (intervals off) or to its statistics complete (on, below).
 
-With --repeats N they alternate (Quix, off, on, then on, off, Quix, ...) and medians are
-compared. Without quixstreams installed the Quix runs are left out and its rows say "not
+With --repeats N they alternate (Quix lean, Quix processor, off, on, then on, off, Quix
+processor, Quix lean, ...) and medians are compared. Without quixstreams installed the Quix runs are left out and its rows say "not
 measured". Goals (issue 14): worker (intervals off: the same work as Quix and the ceiling)
 / Quix >= 1.5, worker / ceiling >= 0.30; changelog records per event <= 0.15 for the
 worker: after each run (the worker stopped, Quix's last checkpoint committed) the records
@@ -56,7 +60,7 @@ uncommitted edits included.
 Run it from the repository root (a few minutes with the defaults):
 
     .venv/bin/python bench/throughput.py [--chats 20000] [--events-per-chat 10] [--partitions 6]
-        [--compare-with REF] [--repeats N]
+        [--compare-with REF] [--repeats N] [--quix-app lean|processor|both]
 
 bench/stream.py runs this with the memory and recovery figures. Exit status: 0 when the
 contacts check passed (a missed goal is reported, not a failure), 1 when it failed or a
@@ -74,7 +78,7 @@ from harness import stream_figures
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     stream_figures.add_options(parser, "--chats", "--events-per-chat", "--partitions", "--compare-with",
-                               "--repeats")
+                               "--repeats", "--quix-app")
     options = stream_figures.options_from(parser, parser.parse_args(argv), ("throughput",))
     return stream_figures.main("bench/throughput.py", "worker throughput", options)
 

@@ -1,7 +1,23 @@
 """The worker's job as a Quix Streams app: the peer the worker's throughput is compared with.
 
-Per raw record it runs freshstream's own ContactProcessor, the class the worker's agent
-hands its batches to, over a batch of that one record: orjson-decode and normalise the
+Two variants (spec["app"]), each writing exactly the worker's contacts:
+
+- `lean` (the default subject of worker / Quix): per record the least the job needs, with
+  freshstream's domain functions called directly: orjson-decode the envelope,
+  `normalise_or_skip`, the chat's `ChatState` from Quix's State (its `dumps()` bytes, read
+  and written with `get_bytes`/`set_bytes`, no serializer), `apply`, and for each change
+  `queue_for`, `revision_plan`, `build_contact`/`build_retraction` with the revision
+  numbers and queues from `state.emitted`, as ContactProcessor._route/_emit do; the state
+  is written back only when `apply` took the event (not for a duplicate or late one). No
+  metrics, no watermarks (they feed the worker's timers), no write-ahead marks: Quix's own
+  at-least-once checkpoint (contacts and changelog flushed, then offsets committed) is this
+  app's delivery guarantee. A change whose group name is unknown would be parked by the
+  worker until the name arrives; this app has no timers to release it, so it fails loudly
+  (the bench load carries every name on the groups topic before either starts).
+- `processor` (the first peer, kept behind `--quix-app processor`): per raw record
+  freshstream's own ContactProcessor, the class the worker hands its batches to, over a
+  batch of that one record, with its per-call overhead (a batch, the write-ahead marks,
+  the metrics, one dumps per record). It does, in detail: orjson-decode and normalise the
 envelope, load the chat's state, apply the event, count it in the worker's metrics, and on
 a change route the cycle (queue from the group names, revision plan, build_contact, the
 write-ahead mark) and dump the state. The chat table is Quix's State (RocksDB, with its
@@ -43,19 +59,27 @@ import time
 from collections.abc import MutableMapping
 from pathlib import Path
 
+import orjson
+
 from connectors.kafka.follower import TopicFollower
 from harness import BENCH
 from harness.processes import BenchError, Machine, bench_env, tail
 from harness.topics import create_topic
+from streams.domain.chat import ChatState, Outcome, apply, digest
+from streams.domain.contact import build_contact, build_retraction, queue_for, revision_plan
+from streams.domain.events import Skip, normalise_or_skip
 from streams.domain.group_names import GroupNames
+from streams.domain.keys import contact_key
 from streams.domain.metrics import WorkerMetrics
 from streams.domain.processor import ContactProcessor
 from streams.settings import Settings
 from streams.worker.tables import partition_of
 
-__all__ = ["run_quix", "quix_available", "quix_changelog", "INSTALL"]
+__all__ = ["run_quix", "quix_available", "quix_changelog", "INSTALL", "APPS", "lean_job"]
 
 INSTALL = "quixstreams is not installed: .venv/bin/pip install -e '.[bench]'"
+APPS = ("lean", "processor")  # spec["app"]: the variants above
+_NOT_APPLIED = {Outcome.DUPLICATE, Outcome.LATE}  # apply() left the state as it was
 
 
 class StateTable(MutableMapping):
@@ -63,23 +87,23 @@ class StateTable(MutableMapping):
 
     The processor only touches the keys of the chat whose record it is applying (its chat
     state, that chat's pending keys), all within the record's key scope. Keys and values
-    are bytes, stored as they are (RocksDBOptions with identity dumps/loads).
+    are bytes, stored as they are (State.get_bytes/set_bytes: no serializer).
     """
 
     def __init__(self) -> None:
         self.state = None  # set before each record
 
     def __getitem__(self, key: bytes) -> bytes:
-        value = self.state.get(key)
+        value = self.state.get_bytes(key)
         if value is None:
             raise KeyError(key)
         return value
 
     def get(self, key: bytes, default=None):
-        return self.state.get(key, default)
+        return self.state.get_bytes(key, default)
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.state.set(key, value)
+        self.state.set_bytes(key, value)
 
     def __delitem__(self, key: bytes) -> None:
         self.state.delete(key)
@@ -117,14 +141,59 @@ async def group_names(settings: Settings) -> GroupNames:
     return names
 
 
+def lean_job(names: GroupNames, expiry_ms: int, clock=time.time):
+    """The lean variant's per-record function: (raw value, Quix State) -> the contact records
+    [(key, value bytes)] this record produces, the chat state written back to the State.
+
+    Each change becomes what ContactProcessor._emit writes: revision_plan from the cycle's
+    last emitted revision and queue (state.emitted), a retraction under the old queue and/or
+    the new revision, and state.emitted updated to [last revision, digest, queue]."""
+    loads, dumps = orjson.loads, orjson.dumps
+
+    def job(value: bytes, state) -> list[tuple[bytes, bytes]]:
+        try:
+            envelope = loads(value)
+        except orjson.JSONDecodeError:
+            envelope = None
+        event = normalise_or_skip(envelope)
+        if isinstance(event, Skip):
+            return []
+        chat = event.chat_key.encode()
+        raw = state.get_bytes(chat)
+        chat_state, changes, verdict = apply(ChatState.loads(raw) if raw is not None else None, event, expiry_ms)
+        if verdict in _NOT_APPLIED:
+            return []
+        integration, conversation = event.integration, event.conversation_id
+        if event.group_name and event.group_id:
+            names.learn(integration, event.group_id, event.group_name)
+        records = []
+        if changes:
+            known, now, emitted = names.for_integration(integration), int(clock() * 1000), chat_state.emitted
+            for change in changes:
+                cycle, closed = change.cycle, change.closed
+                queue = None if closed is None else queue_for(closed, known)
+                if closed is not None and queue is None:
+                    raise LookupError(f"no group name for {integration} group {closed.group_id}: the worker "
+                                      "would park this contact; the lean Quix app has no timers to release it")
+                revision, _, old_queue = emitted.get(cycle, (0, None, None))
+                for revision, target, retracted in revision_plan(revision, old_queue, queue):
+                    record = (build_retraction(integration, conversation, cycle, target, revision, now) if retracted
+                              else build_contact(integration, conversation, closed, target, now, revision))
+                    records.append((contact_key(integration, target), dumps(record)))
+                emitted[cycle] = [revision, digest(closed) if closed is not None else None, queue]
+        state.set_bytes(chat, chat_state.dumps())
+        return records
+
+    return job
+
+
 def main(argv: list[str]) -> int:
     """`python -m harness.quix_app SPEC_JSON`: run the app until it has taken spec["events"] records."""
-    from quixstreams import Application, message_context
+    from quixstreams import Application
     from quixstreams.models.serializers import BytesDeserializer, BytesSerializer, Serializer
-    from quixstreams.state.rocksdb import RocksDBOptions
 
     class SecondOfPair(Serializer):
-        """The value of a (key, value) row: the contact bytes the processor built."""
+        """The value of a (key, value) row: the contact bytes built for it."""
 
         def __call__(self, value, ctx) -> bytes:
             return value[1]
@@ -132,7 +201,50 @@ def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
     settings = Settings(kafka_bootstrap=spec["bootstrap"], groups_topic=spec["groups"])
     names = asyncio.run(group_names(settings))
-    partitions = spec["partitions"]
+    app = Application(
+        broker_address=spec["bootstrap"], consumer_group=spec["group"], auto_offset_reset="earliest",
+        processing_guarantee="at-least-once", commit_interval=1.0, state_dir=spec["state_dir"],
+        use_changelog_topics=True, producer_extra_config={"enable.idempotence": False}, loglevel="INFO")
+    raw = app.topic(spec["raw"], key_deserializer=BytesDeserializer(), value_deserializer=BytesDeserializer())
+    contacts = app.topic(spec["contacts"], key_serializer=BytesSerializer(), value_serializer=SecondOfPair())
+    counts = {"events": 0, "contacts": 0, "first": None, "cpu": 0.0}
+    expected = spec["events"]
+
+    def took(records: list) -> list:
+        """Count a processed record; stop the app after the last one (Quix commits its last checkpoint)."""
+        counts["events"] += 1
+        counts["contacts"] += len(records)
+        if counts["events"] >= expected:
+            app.stop()  # the loop ends after this record
+        return records
+
+    def started() -> None:
+        counts["first"], counts["cpu"] = time.time(), -time.process_time()
+
+    sdf = app.dataframe(raw)
+    if spec["app"] == "lean":
+        job = lean_job(names, settings.chat_expiry_seconds * 1000)
+
+        def process(value: bytes, state) -> list[tuple[bytes, bytes]]:
+            if counts["first"] is None:
+                started()
+            return took(job(value, state))
+
+        sdf = sdf.apply(process, stateful=True, expand=True)
+    else:
+        sdf = sdf.apply(processor_job(settings, names, spec["partitions"], started, took), stateful=True,
+                        expand=True, metadata=True)
+    sdf.to_topic(contacts, key=lambda pair: pair[0])
+    app.run()
+    counts["cpu"] += time.process_time()  # this process's CPU (librdkafka's threads too) from the first record
+    Path(spec["result"]).write_text(json.dumps(counts))
+    return 0
+
+
+def processor_job(settings: Settings, names: GroupNames, partitions: int, started, took):
+    """The processor variant's per-record function: ContactProcessor.process over a batch of one
+    record, its tables (chats, pending) over the record's Quix State."""
+    from quixstreams import message_context
 
     chats, pending = StateTable(), StateTable()
     sent: list[tuple[bytes, bytes]] = []
@@ -146,37 +258,19 @@ def main(argv: list[str]) -> int:
         partition_of=lambda key: partition_of(key, partitions),
         tombstone_ms=int(settings.chat_tombstone_days * 86_400_000),
         skew_ms=int(settings.event_time_skew_seconds * 1000), flush=None, confirmed={})
-
-    app = Application(
-        broker_address=spec["bootstrap"], consumer_group=spec["group"], auto_offset_reset="earliest",
-        processing_guarantee="at-least-once", commit_interval=1.0, state_dir=spec["state_dir"],
-        use_changelog_topics=True, producer_extra_config={"enable.idempotence": False},
-        rocksdb_options=RocksDBOptions(dumps=lambda value: value, loads=lambda value: value),
-        loglevel="INFO")
-    raw = app.topic(spec["raw"], key_deserializer=BytesDeserializer(), value_deserializer=BytesDeserializer())
-    contacts = app.topic(spec["contacts"], key_serializer=BytesSerializer(), value_serializer=SecondOfPair())
-    counts = {"events": 0, "contacts": 0, "first": None, "cpu": 0.0}
-    expected = spec["events"]
+    first = True
 
     def process(value: bytes, key: bytes, timestamp: int, headers, state) -> list[tuple[bytes, bytes]]:
-        if counts["first"] is None:
-            counts["first"], counts["cpu"] = time.time(), -time.process_time()
+        nonlocal first
+        if first:
+            started()
+            first = False
         chats.state = pending.state = state
         sent.clear()
         run_now(processor.process([(key, value, message_context().partition)]))
-        counts["events"] += 1
-        counts["contacts"] += len(sent)
-        if counts["events"] >= expected:
-            app.stop()  # the loop ends after this record; Quix commits its last checkpoint
-        return list(sent)
+        return took(list(sent))
 
-    sdf = app.dataframe(raw)
-    sdf = sdf.apply(process, stateful=True, expand=True, metadata=True)
-    sdf.to_topic(contacts, key=lambda pair: pair[0])
-    app.run()
-    counts["cpu"] += time.process_time()  # this process's CPU (librdkafka's threads too) from the first record
-    Path(spec["result"]).write_text(json.dumps(counts))
-    return 0
+    return process
 
 
 def quix_changelog(group: str):
@@ -190,8 +284,8 @@ def quix_available() -> bool:
     return importlib.util.find_spec("quixstreams") is not None
 
 
-async def run_quix(machine: Machine, settings: Settings, events: int, run: str) -> dict:
-    """The Quix app in a child process on the subject CPU, its own consumer group, state dir and
+async def run_quix(machine: Machine, settings: Settings, events: int, run: str, app: str = "lean") -> dict:
+    """The Quix app (`app`: one of APPS) in a child process on the subject CPU, its own consumer group, state dir and
     contacts topic; its figures once it has stopped: `first` (wall time of its first record),
     `events`, `contacts` (produced), and the names of its contacts topic and consumer group."""
     if not quix_available():
@@ -201,7 +295,7 @@ async def run_quix(machine: Machine, settings: Settings, events: int, run: str) 
     result, log = machine.workdir / f"{run}.json", machine.workdir / f"{run}.log"
     spec = {"bootstrap": settings.bootstrap, "raw": settings.raw_topic, "contacts": contacts, "group": group,
             "groups": settings.groups_topic, "partitions": settings.topic_partitions, "events": events,
-            "state_dir": str(machine.workdir / run), "result": str(result)}
+            "state_dir": str(machine.workdir / run), "result": str(result), "app": app}
     timeout = max(600.0, events / 200)
     proc = machine.children.start(run, [sys.executable, "-m", "harness.quix_app", json.dumps(spec)],
                                   env=bench_env(settings), log=log, cwd=BENCH, cpus=machine.subject_cpus)

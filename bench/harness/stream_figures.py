@@ -26,7 +26,7 @@ from harness.ceiling import run_ceiling
 from harness.load import build_load, put_group_names, resolutions, state_sizes
 from harness import WORK_TREE
 from harness.processes import CURRENT, Code, Machine, Worker, broker_settings, run_bench, start_broker, tree_cpu
-from harness.quix_app import INSTALL, quix_available, quix_changelog, run_quix
+from harness.quix_app import APPS, INSTALL, quix_available, quix_changelog, run_quix
 from harness.ref import ref_worktree, run_order
 from harness.report import CEILING_GOAL, HEADER, met, print_table
 from harness.topics import Contacts, Finals, Intervals, TopicWatch, changelog_records, preload, produce, read_finals
@@ -56,6 +56,7 @@ class Options:
     repeats: int = 1
     compare_with: str | None = None  # a git ref: REF's worker is timed too (figure 1)
     compare_memory: bool = False  # with compare_with: REF's memory per open chat too (figure 2)
+    quix_app: str = "both"  # which Quix app(s) run (harness/quix_app.py); worker / Quix is against lean if it runs
 
 
 _OPTIONS = {  # flag: argparse keywords; every script spells an option the same way
@@ -73,6 +74,10 @@ _OPTIONS = {  # flag: argparse keywords; every script spells an option the same 
                            help="a git ref (HEAD~3, a hash): also time that commit's worker (temporary worktree)"),
     "--compare-memory": dict(action="store_true",
                              help="with --compare-with: also measure memory per open chat for REF"),
+    "--quix-app": dict(choices=(*APPS, "both"), default=Options.quix_app,
+                       help="the Quix Streams peer: lean (domain functions per record), processor (the "
+                            "worker's ContactProcessor per record), or both (default; worker / Quix is "
+                            "against lean, the processor app's figures print beside it)"),
     "--repeats": dict(type=int, default=Options.repeats,
                       help="worker runs per subject (intervals on, off; REF), alternating; medians compared "
                            f"(default {Options.repeats})"),
@@ -157,7 +162,11 @@ class Subject:
 
 
 ON, OFF = Subject(CURRENT, True, "on"), Subject(CURRENT, False, "off")
-QUIX = Subject(Code("Quix Streams", WORK_TREE, "quix"), None, "quix")  # harness/quix_app.py, not a worker
+# harness/quix_app.py's two apps, not workers; the slug names its runs and its spec["app"] is QUIX_APPS[slug]
+QUIX = Subject(Code("Quix Streams, lean app", WORK_TREE, "quix"), None, "quix")
+QUIX_PROCESSOR = Subject(Code("Quix Streams, ContactProcessor app", WORK_TREE, "quixproc"), None, "quixproc")
+QUIX_APPS = {QUIX.slug: "lean", QUIX_PROCESSOR.slug: "processor"}
+QUIX_SUBJECTS = {"lean": (QUIX,), "processor": (QUIX_PROCESSOR,), "both": (QUIX, QUIX_PROCESSOR)}
 
 
 def faust_changelog(app_id: str):
@@ -254,12 +263,12 @@ async def time_worker(machine: Machine, settings: Settings, options: Options, su
             "finals": await read_finals(own, own.contacts_topic)}
 
 
-async def time_quix(machine: Machine, settings: Settings, options: Options, run: str) -> dict:
-    """The Quix app (harness/quix_app.py) on the pre-loaded topic, its own consumer group, state and
-    contacts topic; timed as the worker without interval statistics, from its first record to
+async def time_quix(machine: Machine, settings: Settings, options: Options, subject: Subject, run: str) -> dict:
+    """A Quix app (harness/quix_app.py, the subject's variant) on the pre-loaded topic, its own consumer
+    group, state and contacts topic; timed as the worker without interval statistics, from its first record to
     the emitted_at of its last contact (it stamps them with the processor's clock, as the worker)."""
     events = options.chats * options.events_per_chat
-    quix = await run_quix(machine, settings, events, run)
+    quix = await run_quix(machine, settings, events, run, QUIX_APPS[subject.slug])
     own = settings.replace(contacts_topic=quix["contacts_topic"])
     watch = TopicWatch(own, own.contacts_topic)
     await watch.start()
@@ -270,7 +279,7 @@ async def time_quix(machine: Machine, settings: Settings, options: Options, run:
         await watch.stop()
     seconds = contacts.last_emitted_ms / 1000 - quix["first"]
     rate = events / seconds
-    print(f"  Quix Streams app pid {quix['pid']}: {events:,} events in {seconds:.2f} s = {rate:,.0f} events/s "
+    print(f"  {subject.code.label} pid {quix['pid']}: {events:,} events in {seconds:.2f} s = {rate:,.0f} events/s "
           f"(first record → last emitted_at); its CPU from the first record {quix['cpu']:.1f} s = "
           f"{quix['cpu'] / events * 1e6:.0f} µs per event", flush=True)
     contacts_ok = check_contacts(contacts, options.chats, {"processed": quix["events"],
@@ -337,15 +346,16 @@ async def measure_throughput(machine: Machine, base: Settings, options: Options,
           f"{ceiling_rate:,.0f} events/s; {ceiling['contacts']:,} contacts acknowledged", flush=True)
     runs: dict[str, list[dict]] = {}
     finals: dict[str, Finals] = {}
-    subjects = (QUIX, OFF, ON) if quix_available() else (OFF, ON)
-    if QUIX not in subjects:
+    quix = QUIX_SUBJECTS[options.quix_app] if quix_available() else ()
+    subjects = (*quix, OFF, ON)
+    if not quix:
         print(f"  no Quix Streams runs: {INSTALL}", flush=True)
     order = run_order(Subject(ref, None, "ref") if ref else None, options.repeats, subjects)
     for n, subject in enumerate(order, 1):
         name = f"{subject.slug}{n}"
-        if subject is QUIX:
-            print(f"  run {n}/{len(order)}: the Quix Streams app", flush=True)
-            run = await time_quix(machine, settings, options, name)
+        if subject.slug in QUIX_APPS:
+            print(f"  run {n}/{len(order)}: the {subject.code.label}", flush=True)
+            run = await time_quix(machine, settings, options, subject, name)
         else:
             print(f"  run {n}/{len(order)}: {subject.label} worker", flush=True)
             run = await time_worker(machine, settings, options, subject, name)
@@ -359,28 +369,37 @@ async def measure_throughput(machine: Machine, base: Settings, options: Options,
 
 def summarise_throughput(ceiling: float, runs: dict[str, list[dict]], ref: Code | None, equal: bool) -> dict:
     """Median events/s per subject (one run each: that run): worker (intervals off: the same work) / Quix
-    and / ceiling, changelog records per event, on / off, and on / REF when comparing."""
+    (the lean app when it ran, else the ContactProcessor app; the other beside it) and / ceiling,
+    changelog records per event, on / off, and on / REF when comparing."""
     median = {slug: statistics.median(run["rate"] for run in slug_runs) for slug, slug_runs in runs.items()}
     each = {slug: ", ".join(f"{run['rate']:,.0f}" for run in slug_runs) for slug, slug_runs in runs.items()}
     changelog = {slug: statistics.median(run["changelog"] for run in slug_runs) for slug, slug_runs in runs.items()}
+    quix = [subject for subject in (QUIX, QUIX_PROCESSOR) if subject.slug in runs]  # the first: worker / Quix
     figures = {"ceiling": ceiling, "worker": median["on"], "off": median["off"], "runs": len(runs["on"]),
-               "quix": median.get("quix"), "changelog": changelog, "equal": equal,
+               "quix": [(subject.code.label, median[subject.slug], changelog[subject.slug]) for subject in quix],
+               "changelog": changelog, "equal": equal,
                "ref": None, "contacts_ok": all(run["contacts_ok"] for slug_runs in runs.values() for run in slug_runs),
                "contacts": sorted({run["contacts"] for slug_runs in runs.values() for run in slug_runs}),
                "intervals_ok": all(run["intervals_ok"] for run in runs["on"])}
     figures["ok"] = figures["contacts_ok"] and figures["intervals_ok"] and equal
-    if "quix" in runs:
-        cpu_quix = statistics.median(run["cpu"] for run in runs["quix"])
-        cpu_off = statistics.median(run["cpu"] for run in runs["off"])
-        print(f"  worker (intervals off) vs Quix Streams, the same work: median {median['off']:,.0f} vs "
-              f"{median['quix']:,.0f} events/s (off {each['off']}; Quix {each['quix']}); worker / Quix = "
-              f"{median['off'] / median['quix']:.3f} (goal >= {QUIX_GOAL}); worker / ceiling = "
-              f"{median['off'] / ceiling:.3f} (goal >= {PEER_CEILING_GOAL}); with intervals on: worker / Quix = "
-              f"{median['on'] / median['quix']:.3f}, / ceiling = {median['on'] / ceiling:.3f}; CPU from the "
-              f"first record / ready: Quix {cpu_quix:.1f} s, worker {cpu_off:.1f} s", flush=True)
-    quix = f"; Quix {changelog['quix']:.3f}" if "quix" in changelog else ""
+    cpu_off = statistics.median(run["cpu"] for run in runs["off"])
+    for n, subject in enumerate(quix):
+        slug = subject.slug
+        cpu_quix = statistics.median(run["cpu"] for run in runs[slug])
+        goal = f" (goal >= {QUIX_GOAL})" if n == 0 else f" (beside; goal is against the {quix[0].code.label})"
+        print(f"  worker (intervals off) vs {subject.code.label}, the same work: median {median['off']:,.0f} vs "
+              f"{median[slug]:,.0f} events/s (off {each['off']}; Quix {each[slug]}); worker / Quix = "
+              f"{median['off'] / median[slug]:.3f}{goal}; with intervals on: worker / Quix = "
+              f"{median['on'] / median[slug]:.3f}; CPU from the first record / ready: Quix {cpu_quix:.1f} s, "
+              f"worker {cpu_off:.1f} s", flush=True)
+    if len(quix) == 2:
+        print(f"  {quix[0].code.label} / {quix[1].code.label}: {median[quix[0].slug] / median[quix[1].slug]:.3f}",
+              flush=True)
+    print(f"  worker (intervals off) / ceiling = {median['off'] / ceiling:.3f} (goal >= {PEER_CEILING_GOAL}); "
+          f"with intervals on {median['on'] / ceiling:.3f}", flush=True)
+    quix_changelogs = "".join(f"; {subject.code.label} {changelog[subject.slug]:.3f}" for subject in quix)
     print(f"  changelog records per event, medians: worker intervals off {changelog['off']:.3f}, on "
-          f"{changelog['on']:.3f}{quix} (goal for the worker <= {CHANGELOG_GOAL})", flush=True)
+          f"{changelog['on']:.3f}{quix_changelogs} (goal for the worker <= {CHANGELOG_GOAL})", flush=True)
     contact_rate = statistics.median(run["contact_rate"] for run in runs["on"])
     cpu = {slug: statistics.median(run["cpu"] for run in runs[slug]) for slug in ("on", "off")}
     print(f"  intervals on vs off: median {median['on']:,.0f} vs {median['off']:,.0f} events/s "
@@ -504,14 +523,19 @@ def _throughput_rows(figures: dict) -> list[tuple[str, ...]]:
     median = f", median of {figures['runs']}" if many else ""
     on_off = figures["worker"] / figures["off"]
     off, quix, changelog = figures["off"], figures["quix"], figures["changelog"]
-    if quix is None:  # not measured (no quixstreams): the worker's own figures still print
+    if not quix:  # not measured (no quixstreams): the worker's own figures still print
         peer = [("worker vs Quix Streams, same work (events/s)", f"worker {off:,.0f}", "not measured", "",
                  f">= {QUIX_GOAL}x", "")]
         quix_changelog, versus = "not measured", lambda n: ""
     else:
-        peer = [(f"worker vs Quix Streams, same work (events/s){median}", f"worker {off:,.0f}", f"Quix {quix:,.0f}",
-                 f"{off / quix:.2f}x", f">= {QUIX_GOAL}x", met(off / quix >= QUIX_GOAL))]
-        quix_changelog, versus = f"Quix {changelog['quix']:.3f}", lambda n: f"{n / changelog['quix']:.2f}x"
+        (label, rate, quix_per_event), others = quix[0], quix[1:]
+        peer = [(f"worker vs {label}, same work (events/s){median}", f"worker {off:,.0f}", f"Quix {rate:,.0f}",
+                 f"{off / rate:.2f}x", f">= {QUIX_GOAL}x", met(off / rate >= QUIX_GOAL))]
+        peer += [(f"worker vs {other}, same work (events/s){median}", f"worker {off:,.0f}",
+                  f"Quix {other_rate:,.0f}", f"{off / other_rate:.2f}x", "(beside)", "")
+                 for other, other_rate, _ in others]
+        quix_changelog = f"Quix {quix_per_event:.3f}"
+        versus = lambda n: f"{n / quix_per_event:.2f}x"  # noqa: E731
     rows = peer + [
             (f"worker vs plain loop (events/s){median}", f"worker {off:,.0f}",
              f"plain loop {figures['ceiling']:,.0f}", f"{off / figures['ceiling']:.1%}",
