@@ -60,7 +60,7 @@ class Settings:
     worker_store: str = "memory://"  # or rocksdb:// (needs rocksdict)
     worker_web_host: str = "127.0.0.1"
     worker_web_port: int = 6066
-    worker_batch_size: int = 5000  # raw records the worker writes as one group at most
+    worker_batch_size: int = 20000  # raw records the worker writes as one group at most
     worker_commit_seconds: float = 0.5  # a group of raw records is written once it is this old (or the topic ran dry)
     worker_fetch_max_wait_ms: int = 100  # longest wait for raw records per fetch (Faust's own: 1500)
     processing_guarantee: str = "at_least_once"  # exactly_once needs real Kafka
