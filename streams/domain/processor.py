@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 Emit = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
 _NOT_APPLIED = {Outcome.DUPLICATE, Outcome.LATE}
+_WRITES_IN_FLIGHT = 2000  # a table write holds its value and a send until Kafka acks it: bound the peak
 
 
 def _write(table: MutableMapping[bytes, bytes], items: dict[bytes, bytes]) -> None:
@@ -148,7 +149,11 @@ class ContactProcessor:
         then the confirmation. A crash before the states are acknowledged leaves the events to
         be folded again into the same revisions; a crash after leaves marks to re-send."""
         _write(self.pending, batch.waiting)
-        _write(self.chats, {chat: state.dumps() for chat, state in states.items()})
+        items = list(states.items())
+        for start in range(0, len(items), _WRITES_IN_FLIGHT):  # a group's writes, a few thousand in flight at a time
+            if start and self.flush is not None:
+                await self.flush()
+            _write(self.chats, {chat: state.dumps() for chat, state in items[start:start + _WRITES_IN_FLIGHT]})
         for chat in forgotten:
             del self.chats[chat]
         index, before = self.index, batch.before

@@ -140,7 +140,7 @@ def run_sink(world: World, draw, max_rows: int, crashes: bool = True) -> bool:
             world.committed = point
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(histories(), st.integers(1, 4), st.data())
 def test_crashes_anywhere_leave_the_wfm_sums_equal_to_the_final_contacts(log, max_rows, data):
     world = World(log)
@@ -153,7 +153,7 @@ def test_crashes_anywhere_leave_the_wfm_sums_equal_to_the_final_contacts(log, ma
     assert world.wfm_sums() == expected(log)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(histories(), st.integers(1, 4))
 def test_without_crashes_each_row_is_posted_once(log, max_rows):
     world = World(log)

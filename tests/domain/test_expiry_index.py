@@ -69,7 +69,7 @@ steps = st.lists(st.one_of(
     st.just(("scan",))), min_size=1, max_size=30)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(steps, st.integers(1, 3))
 def test_the_indexed_scan_finds_what_a_scan_of_every_chat_finds(script, partitions):
     indexed, indexed_chats, indexed_sent = make(partitions)
