@@ -102,12 +102,19 @@ def trickle_load(rate: float, duration: float, stride: int) -> list[tuple[bytes,
     return [envelope(payload, received_at) for *_, payload in timed]
 
 
-async def scrape(worker: Worker) -> dict:
-    """The timer series and the gauges this script reads, from the worker's /metrics."""
+async def scrape(worker: Worker, tries: int = 12) -> dict:
+    """The timer series and the gauges this script reads, from the worker's /metrics.
+
+    A request is given 5 s; while a long timer call holds the event loop (the full pass over
+    350,000 chats takes longer) it is not answered, so it is asked again."""
     async with aiohttp.ClientSession() as session:
-        status, text = await worker._get(session, "/metrics")
+        for _ in range(tries):
+            status, text = await worker._get(session, "/metrics")
+            if status == 200:
+                break
+            await asyncio.sleep(0.5)
     if status != 200:
-        raise BenchError(f"{worker.name} /metrics answered {status}")
+        raise BenchError(f"{worker.name} /metrics answered {status} {tries} times (log {worker.log})")
     found = {"count": {}, "sum": {}, "buckets": {}, "longest": {}, "open": 0.0, "contacts": {}, "events": 0.0,
              "lag": 0.0, "lag_rows": 0}
     for family in text_string_to_metric_families(text):
