@@ -145,13 +145,27 @@ def window(before: dict, after: dict, timer: str) -> dict:
     """One timer's calls between two scrapes: count, mean, and the bucket bound of the longest."""
     calls = after["count"].get(timer, 0) - before["count"].get(timer, 0)
     total = after["sum"].get(timer, 0) - before["sum"].get(timer, 0)
-    upper = None
+    upper, lower, over_goal = None, 0.0, 0
     for le, n in sorted(after["buckets"].get(timer, {}).items()):
-        if n - before["buckets"].get(timer, {}).get(le, 0) >= calls:
+        within = n - before["buckets"].get(timer, {}).get(le, 0)
+        if le == PAUSE_GOAL_S:
+            over_goal = calls - within
+        if within >= calls:
             upper = le
             break
-    return {"calls": calls, "mean": total / calls if calls else 0.0, "bucket": upper,
-            "longest": after["longest"].get(timer, 0.0)}
+        lower = le
+    # the longest-call gauge counts from the restart: exact for the window only if it grew in it
+    grew = after["longest"].get(timer, 0.0) > before["longest"].get(timer, 0.0)
+    longest = after["longest"].get(timer, 0.0) if grew else min(upper or 0.0, before["longest"].get(timer, 0.0))
+    return {"calls": calls, "mean": total / calls if calls else 0.0, "bucket": upper, "above": lower,
+            "longest": longest, "exact": grew or not calls, "over_goal": over_goal}
+
+
+def describe(figure: dict) -> str:
+    """A window's longest call: exact when the gauge grew in it, else its histogram bucket."""
+    if figure["exact"]:
+        return f"{figure['longest'] * 1000:,.1f} ms"
+    return f"in ({figure['above'] * 1000:g}, {min(figure['bucket'], figure['longest']) * 1000:,.1f}] ms"
 
 
 async def wait_metric(worker: Worker, done, timeout: float, what: str) -> dict:
@@ -172,6 +186,7 @@ async def post_trickle(settings, worker: Worker, load: list[tuple[bytes, bytes]]
     await producer.start()
     began = time.monotonic()
     sent, futures, next_line = 0, [], every
+    last = await scrape(worker)
     try:
         while sent < len(load):
             due = min(len(load), int((time.monotonic() - began) * rate) + 1)
@@ -185,10 +200,13 @@ async def post_trickle(settings, worker: Worker, load: list[tuple[bytes, bytes]]
             if elapsed >= next_line:
                 next_line += every
                 found = await scrape(worker)
-                longest = max(found["longest"].get(t, 0.0) for t in LOCKED)
+                spans = {t: window(last, found, t) for t in LOCKED}
+                last = found
                 print(f"  {elapsed:6.0f} s  sent {sent:>7,}  applied/taken {found['events']:>9,.0f}  "
                       f"scans {found['count'].get('expire_idle', 0):>4,.0f}  open chats {found['open']:>8,.0f}  "
-                      f"longest pause so far {longest * 1000:6.1f} ms", flush=True)
+                      + "  ".join(f"{t}: {w['calls']:,.0f} calls, {w['over_goal']:,.0f} over "
+                                  f"{PAUSE_GOAL_S * 1000:.0f} ms, longest in ({w['above'] * 1000:g}, "
+                                  f"{(w['bucket'] or 0) * 1000:g}] ms" for t, w in spans.items()), flush=True)
             await asyncio.sleep(0.05)
         await asyncio.gather(*futures)
     finally:
@@ -261,10 +279,10 @@ async def benchmark(machine: Machine, args) -> int:
     print(f"  sent in {seconds:.1f} s = {len(load) / seconds:,.0f} events/s", flush=True)
 
     figures = {timer: window(before, after, timer) for timer in (*LOCKED, FULL_PASS)}
-    for timer, figure in figures.items():
-        bound = "" if figure["bucket"] is None else f"; every call of the trickle <= {figure['bucket'] * 1000:g} ms"
-        print(f"  {timer}: {figure['calls']:,.0f} calls during the trickle, mean {figure['mean'] * 1000:.2f} ms; "
-              f"longest since the restart {figure['longest'] * 1000:.1f} ms{bound}", flush=True)
+    for timer in LOCKED:
+        figure = figures[timer]
+        print(f"  {timer}: {figure['calls']:,.0f} calls during the trickle, mean {figure['mean'] * 1000:.2f} ms, "
+              f"{figure['over_goal']:,.0f} over {PAUSE_GOAL_S * 1000:.0f} ms; longest {describe(figure)}", flush=True)
     contacts = {k: after["contacts"].get(k, 0) - before["contacts"].get(k, 0) for k in after["contacts"]}
     print(f"  open chats {before['open']:,.0f} → {after['open']:,.0f}; contacts during the trickle: "
           f"{', '.join(f'{k} {v:,.0f}' for k, v in sorted(contacts.items()) if v) or 'none'}", flush=True)
@@ -277,12 +295,12 @@ async def benchmark(machine: Machine, args) -> int:
     longest = figures[longest_timer]["longest"]
     scan = figures["expire_idle"]
     rows = [HEADER,
-            (f"longest timer pause, trickle ({longest_timer})", f"{longest * 1000:.1f} ms",
+            (f"longest timer pause, trickle ({longest_timer})", describe(figures[longest_timer]),
              f"full pass over {args.chats:,} chats {full_pass * 1000:,.0f} ms", f"{longest / full_pass:.3f}",
              f"< {PAUSE_GOAL_S * 1000:.0f} ms", met(longest < PAUSE_GOAL_S)),
-            ("expiry scan (expire_idle), trickle", f"longest {scan['longest'] * 1000:.1f} ms",
+            ("expiry scan (expire_idle), trickle", f"longest {describe(scan)}",
              f"mean {scan['mean'] * 1000:.2f} ms", f"{scan['calls']:,.0f} scans", "", ""),
-            ("release_pending, trickle", f"longest {figures['release_pending']['longest'] * 1000:.1f} ms",
+            ("release_pending, trickle", f"longest {describe(figures['release_pending'])}",
              f"mean {figures['release_pending']['mean'] * 1000:.2f} ms",
              f"{figures['release_pending']['calls']:,.0f} calls", "", ""),
             ("full pass after recovery (resend_unsent), once", f"{full_pass * 1000:,.0f} ms",
