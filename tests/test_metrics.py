@@ -80,3 +80,26 @@ def test_interval_gauges_show_the_current_and_previous_interval_per_queue():
     assert value("freshstream_interval_offered", "Support", "previous") == 1
     assert value("freshstream_interval_offered", "Support", "current") == 0
     assert 'interval="current"' not in metrics.render().decode()
+
+
+def test_worker_timers_are_timed_into_a_histogram_and_the_longest_call():
+    import asyncio
+
+    from streams.domain.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics()
+
+    async def a_call(seconds):
+        with metrics.timing("expire_idle"):
+            await asyncio.sleep(seconds)
+
+    asyncio.run(a_call(0.02))
+    asyncio.run(a_call(0.001))
+    metrics.observe_timer("release_pending", 0.003)
+    assert metrics.value("freshstream_worker_timer_seconds_count", timer="expire_idle") == 2
+    assert metrics.value("freshstream_worker_timer_seconds_bucket", timer="expire_idle", le="0.001") == 0
+    assert metrics.value("freshstream_worker_timer_seconds_bucket", timer="expire_idle", le="0.05") == 2
+    assert metrics.value("freshstream_worker_timer_seconds_bucket", timer="release_pending", le="0.005") == 1
+    longest = metrics.value("freshstream_worker_timer_longest_seconds", timer="expire_idle")
+    assert 0.02 <= longest < 0.5  # the longer of the two calls, across its await, not the last
+    assert metrics.value("freshstream_worker_timer_longest_seconds", timer="release_pending") == 0.003

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from streams.domain.chat import ChatState
@@ -12,6 +16,8 @@ from streams.metrics import CallbackGauge, MetricSet
 __all__ = ["WorkerMetrics", "OpenChatCensus"]
 
 _DELAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400)
+# A timer call holds the processing lock for its whole duration: milliseconds matter (goal < 50 ms).
+_TIMER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class WorkerMetrics(MetricSet):
@@ -67,7 +73,33 @@ class WorkerMetrics(MetricSet):
             "Contacts-topic records the interval statistics did not count, by reason (older_revision, "
             "too_old, no_time, not_a_contact, invalid_json).",
             ["reason"], registry=registry)
+        self.timer_seconds = Histogram(
+            "freshstream_worker_timer_seconds",
+            "Duration of each timer call, by timer (release_pending, resend_unsent, expire_idle, "
+            "forget_old_intervals); the processor's calls hold its lock throughout, so this is the pause "
+            "they cause to raw processing (it includes any wait for the lock).",
+            ["timer"], buckets=_TIMER_BUCKETS, registry=registry)
+        self.timer_longest = Gauge(
+            "freshstream_worker_timer_longest_seconds",
+            "The longest single call of each timer since the worker started, by timer.",
+            ["timer"], registry=registry)
+        self._longest: dict[str, float] = {}
         self._verdicts: dict[tuple[str, str], object] = {}
+
+    @contextmanager
+    def timing(self, timer: str) -> Iterator[None]:
+        """Time one call of a timer (wall clock, across its awaits) into timer_seconds and timer_longest."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.observe_timer(timer, time.perf_counter() - started)
+
+    def observe_timer(self, timer: str, seconds: float) -> None:
+        self.timer_seconds.labels(timer).observe(seconds)
+        if seconds > self._longest.get(timer, -1.0):
+            self._longest[timer] = seconds
+            self.timer_longest.labels(timer).set(seconds)
 
     def watch_intervals(self, aggregator) -> None:
         """Offered, handled, AHT and service level per queue for the current and the previous

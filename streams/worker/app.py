@@ -162,16 +162,21 @@ def build_app(settings: Settings, partitions: int, web_port: int, edges: WorkerE
 
     @app.timer(1.0)
     async def release_pending():
+        # Each processor call below holds the processing lock throughout: its duration is the pause
+        # it causes to raw processing (freshstream_worker_timer_seconds, docs/operations.md).
         generation = app.consumer_generation_id
         if indexed[0] != generation and app.tables.recovery.completed.is_set() and not app.rebalancing:
             # once per assignment: what a worker that died had written ahead, and the expiry index
-            await processor.resend_unsent()
+            with metrics.timing("resend_unsent"):
+                await processor.resend_unsent()
             indexed[0] = generation
-        await processor.release_pending()
+        with metrics.timing("release_pending"):
+            await processor.release_pending()
 
     @app.timer(settings.expiry_check_seconds)
     async def expire_idle():
-        await processor.expire_idle()
+        with metrics.timing("expire_idle"):
+            await processor.expire_idle()
 
     aggregator = _interval_statistics(app, settings, partitions, edges, metrics) if settings.intervals_enabled else None
 
@@ -246,7 +251,8 @@ def _interval_statistics(app: faust.App, settings: Settings, partitions: int, ed
 
     @app.timer(3600.0)
     async def forget_old_intervals():
-        dropped = await aggregator.prune()
+        with metrics.timing("forget_old_intervals"):  # not under the processor's lock; it holds the loop
+            dropped = await aggregator.prune()
         if dropped:
             logger.info("forgot %d intervals older than %s days; their last records stay on %s", dropped,
                         settings.interval_retention_days, settings.intervals_topic)

@@ -32,6 +32,20 @@ def test_the_worker_web_server_listens_on_loopback_only(worker):
     assert listening_addresses(worker.port) == {"0100007F"}  # 127.0.0.1, little-endian hex
 
 
+def test_the_worker_times_its_timers(worker):
+    import time
+
+    deadline = time.monotonic() + 30
+    while True:
+        text = worker.metrics()
+        if all(f'freshstream_worker_timer_seconds_count{{timer="{name}"}}' in text
+               for name in ("resend_unsent", "release_pending")) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert 'freshstream_worker_timer_seconds_bucket{le="0.05",timer="release_pending"}' in text
+    assert 'freshstream_worker_timer_longest_seconds{timer="resend_unsent"}' in text  # the pass after recovery
+
+
 def webhook(action, time, section, body, actor="agent"):
     return {"actor": {"actor_type": actor, "actor_id": "a-2222"}, "action": action, "action_time": time,
             "data": {section: body}}
