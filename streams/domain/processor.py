@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 Emit = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
 _NOT_APPLIED = {Outcome.DUPLICATE, Outcome.LATE}
+_EXPIRE_CHUNK = 200  # chats the expiry scan handles per hold of the lock: a pause of milliseconds
 _WRITES_IN_FLIGHT = 2000  # a table write holds its value and a send until Kafka acks it: bound the peak
 
 
@@ -91,6 +92,7 @@ class ContactProcessor:
         self._lock = asyncio.Lock()  # the agent and the timers must not interleave on one chat
         self._group: _Group | None = None  # staged records not committed yet (stage / commit_staged)
         self._unsettled: set[bytes] = set()  # chats whose marked revisions a failed send left unsent
+        self._taken: set[bytes] = set()  # chats the expiry scan took from the index and has not handled yet
 
     async def process(self, records: list[tuple[bytes | None, bytes, int]]) -> None:
         """Apply a batch: one table write per chat, acknowledged before the contacts it records are sent."""
@@ -156,11 +158,13 @@ class ContactProcessor:
             _write(self.chats, {chat: state.dumps() for chat, state in items[start:start + _WRITES_IN_FLIGHT]})
         for chat in forgotten:
             del self.chats[chat]
-        index, before = self.index, batch.before
+        index, before, taken = self.index, batch.before, self._taken
         for chat, state in states.items():
             index.move(chat, self.partition_of(chat), before.get(chat), index.entry(chat, state))
+            taken.discard(chat)
         for chat in forgotten:
             index.move(chat, self.partition_of(chat), before.get(chat), None)
+            taken.discard(chat)
         if batch.ready:
             if self.flush is not None:
                 await self.flush()
@@ -312,36 +316,54 @@ class ContactProcessor:
         await self._commit(batch, states)
 
     async def expire_idle(self) -> None:
-        """Close cycles idle past the expiry (in event time), tombstone long-closed chats, drop old tombstones."""
-        async with self._lock:
-            await self._expire_idle()
+        """Close cycles idle past the expiry (in event time), tombstone long-closed chats, drop old tombstones.
 
-    async def _expire_idle(self) -> None:
-        await self._commit_staged()  # the open group's states first: this reads the tables
+        The chats due are taken from the index at once, then handled `_EXPIRE_CHUNK` at a time, each
+        chunk under the lock and written before the next: raw processing waits for one chunk at a
+        time, not for the whole scan (a chat written by the feed in between is filed again by that
+        write, and the chunk then reads its new state)."""
+        async with self._lock:
+            await self._commit_staged()
+            due = [(partition, watermark, chat) for partition, watermark in list(self.watermarks.items())
+                   for chat in self.index.take_due(partition, watermark)]
+            self._taken.update(chat for _, _, chat in due)
+        for start in range(0, len(due), _EXPIRE_CHUNK):
+            async with self._lock:
+                await self._commit_staged()  # the open group's states first: this reads the tables
+                await self._expire_chunk(due[start:start + _EXPIRE_CHUNK])
+        census = OpenChatCensus()
+        census.by_queue, census.oldest = self.index.census(self.names)
+        census.publish(self.metrics, self._now_ms())
+
+    async def _expire_chunk(self, due: list) -> None:
         batch, changed, forgotten = _Batch(), {}, []
         index = self.index
-        for partition, watermark in list(self.watermarks.items()):
-            for chat in index.take_due(partition, watermark):  # only the chats the watermark made due
-                raw = self.chats.get(chat)
-                if raw is None:  # deleted, or its partition moved away
-                    continue
-                state = ChatState.loads(raw)
-                index.uncount(partition, index.entry(chat, state))
-                adopted = self._adopt(chat, state, batch)
-                state, changes, touched = expire(state, watermark, self.expiry_ms, self.tombstone_ms)
-                if state is None:
-                    forgotten.append(chat)
-                    continue
-                if changes:
-                    self._route(chat, state, changes, batch)
-                if touched or adopted:
-                    changed[chat] = state
-                else:
-                    index.move(chat, partition, None, index.entry(chat, state))
+        for partition, watermark, chat in due:
+            raw = self.chats.get(chat)
+            if raw is None:  # deleted, or its partition moved away
+                self._taken.discard(chat)
+                continue
+            state = ChatState.loads(raw)
+            entry = index.entry(chat, state)
+            if chat in self._taken:  # still unfiled: its census share goes too, and it is filed anew below
+                self._taken.discard(chat)
+                index.uncount(partition, entry)
+                filed = False
+            else:  # written since it was taken: that write filed it under `entry`
+                batch.before[chat] = entry
+                filed = True
+            adopted = self._adopt(chat, state, batch)
+            state, changes, touched = expire(state, watermark, self.expiry_ms, self.tombstone_ms)
+            if state is None:
+                forgotten.append(chat)
+                continue
+            if changes:
+                self._route(chat, state, changes, batch)
+            if touched or adopted:
+                changed[chat] = state
+            elif not filed:
+                index.move(chat, partition, None, index.entry(chat, state))
         await self._commit(batch, changed, forgotten)
-        census = OpenChatCensus()
-        census.by_queue, census.oldest = index.census(self.names)
-        census.publish(self.metrics, self._now_ms())
 
     async def resend_unsent(self) -> None:
         """After table recovery or a rebalance: re-send what a worker that died had written ahead but
@@ -351,6 +373,7 @@ class ContactProcessor:
             batch, changed = _Batch(), {}
             index = self.index
             index.clear()
+            self._taken.clear()
             for chat, raw in list(self.chats.items()):
                 state = ChatState.loads(raw)
                 if self._adopt(chat, state, batch):

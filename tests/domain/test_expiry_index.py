@@ -44,6 +44,7 @@ def make(partitions: int):
 
     async def emit(records):
         sent.extend(records)
+        await asyncio.sleep(0)  # as a real send: other work may run meanwhile
 
     proc = ContactProcessor(chats=chats, pending=pending, names=names, emit=emit, metrics=WorkerMetrics(),
                             expiry_ms=60 * MINUTE, group_wait_ms=30_000, tombstone_ms=180 * MINUTE,
@@ -113,3 +114,34 @@ def test_a_scan_loads_only_the_chats_that_are_due():
     assert loaded == [b"acme:c0"]
     assert [orjson.loads(v)["outcome"] for _, v in sent] == ["expired"]
     assert isinstance(proc.index, ExpiryIndex)
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps, st.integers(1, 3))
+def test_events_written_between_the_chunks_of_a_scan_leave_the_index_as_a_rebuild_makes_it(script, partitions):
+    import streams.domain.processor as processor_module
+
+    proc, chats, _ = make(partitions)
+    chunk, processor_module._EXPIRE_CHUNK = processor_module._EXPIRE_CHUNK, 1  # the feed runs between every chat
+    try:
+        async def run():
+            n, pending = 0, []
+            for step in script:
+                if step[0] == "scan":
+                    pending.append(proc.expire_idle())
+                    continue
+                records = []
+                for chat, action, minute in step[1]:
+                    n += 1
+                    key = f"acme:c{chat}".encode()
+                    records.append((key, event(f"c{chat}", action, minute, n), key[-1] % partitions))
+                await asyncio.gather(proc.process(records), *pending)
+                pending = []
+            await asyncio.gather(*pending)
+        asyncio.run(run())
+    finally:
+        processor_module._EXPIRE_CHUNK = chunk
+    filed, census = sorted(proc.index.filed()), proc.index.census(proc.names)
+    assert filed == sorted(chats)  # every chat filed once, none that is gone
+    asyncio.run(proc.resend_unsent())  # the index as one pass over the table makes it
+    assert (filed, census) == (sorted(proc.index.filed()), proc.index.census(proc.names))
