@@ -76,8 +76,9 @@ class WorkerMetrics(MetricSet):
         self.timer_seconds = Histogram(
             "freshstream_worker_timer_seconds",
             "Duration of each timer call, by timer (release_pending, resend_unsent, expire_idle, "
-            "forget_old_intervals); the processor's calls hold its lock throughout, so this is the pause "
-            "they cause to raw processing (it includes any wait for the lock).",
+            "forget_old_intervals), and of each chunk of an expiry scan (expire_chunk). release_pending, "
+            "resend_unsent and each expire_chunk hold the processing lock throughout: their durations are the "
+            "pauses they cause to raw processing; expire_idle is a whole scan, which lets go between chunks.",
             ["timer"], buckets=_TIMER_BUCKETS, registry=registry)
         self.timer_longest = Gauge(
             "freshstream_worker_timer_longest_seconds",

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 Emit = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
 _NOT_APPLIED = {Outcome.DUPLICATE, Outcome.LATE}
-_EXPIRE_CHUNK = 200  # chats the expiry scan handles per hold of the lock: a pause of milliseconds
+_EXPIRE_CHUNK = 100  # chats the expiry scan handles per hold of the lock: a pause of milliseconds
 _WRITES_IN_FLIGHT = 2000  # a table write holds its value and a send until Kafka acks it: bound the peak
 
 
@@ -329,8 +329,10 @@ class ContactProcessor:
             self._taken.update(chat for _, _, chat in due)
         for start in range(0, len(due), _EXPIRE_CHUNK):
             async with self._lock:
+                held = time.perf_counter()
                 await self._commit_staged()  # the open group's states first: this reads the tables
                 await self._expire_chunk(due[start:start + _EXPIRE_CHUNK])
+                self.metrics.observe_timer("expire_chunk", time.perf_counter() - held)  # the pause it causes
         census = OpenChatCensus()
         census.by_queue, census.oldest = self.index.census(self.names)
         census.publish(self.metrics, self._now_ms())
