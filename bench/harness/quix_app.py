@@ -52,7 +52,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import logging
 import subprocess
 import sys
 import time
@@ -61,7 +60,7 @@ from pathlib import Path
 
 import orjson
 
-from connectors.kafka.follower import TopicFollower
+from connectors.kafka.follower import read_once
 from harness import BENCH
 from harness.processes import BenchError, Machine, bench_env, tail
 from harness.topics import create_topic
@@ -132,12 +131,7 @@ def run_now(coroutine):
 async def group_names(settings: Settings) -> GroupNames:
     """The groups topic read once, to its end, as `freshstream replay` reads it."""
     names = GroupNames()
-    follower = TopicFollower(settings, settings.groups_topic, names.apply, loaded_level=logging.DEBUG)
-    await follower.start()
-    try:
-        await follower.loaded.wait()
-    finally:
-        await follower.stop()
+    await read_once(settings, settings.groups_topic, names.apply, timeout=60)
     return names
 
 

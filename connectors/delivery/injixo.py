@@ -40,7 +40,7 @@ from connectors.kafka.topics import true_ends
 from connectors.service import Service
 from streams.domain.delivery import Batch, Ledger
 from streams.domain.integration_health import health_key
-from streams.domain.keys import split_contact_key
+from streams.domain.keys import split_contact_key, split_delivery_line_key
 from streams.domain.times import ms_to_time, utc_now_text
 from streams.metrics import CallbackGauge, MetricSet
 from streams.settings import Settings
@@ -386,7 +386,7 @@ class InjixoSink(Service):
         self.metrics.contacts.labels(lane.integration).inc(len(batch.changes))
         lane.delivered += len(batch.changes)
         lane.last_delivered_at = utc_now_text()
-        lane.last_delivered_contact = batch.changes[-1].line.split(b"\x00", 1)[1].decode()
+        lane.last_delivered_contact = split_delivery_line_key(batch.changes[-1].line)[1]
         if lane.state != "ok":
             logger.info("deliver injixo: %s delivers again", lane.integration)
             lane.state = "ok"

@@ -157,23 +157,21 @@ def _create_key_file(path: Path) -> None:
 
 def decrypt_api_key(cipher: Fernet, integration: Integration) -> str | None:
     """The Freshchat API key in clear, for the REST client only."""
-    if not integration.api_key_enc:
-        return None
-    try:
-        return cipher.decrypt(integration.api_key_enc.encode()).decode()
-    except InvalidToken:
-        raise IntegrationError(f"integration {integration.id}: the stored Freshchat API key "
-                               "cannot be decrypted with this FRESHSTREAM_SECRET_KEY") from None
+    return _decrypt(cipher, integration.api_key_enc, integration.id, "Freshchat")
 
 
 def decrypt_injixo_key(cipher: Fernet, integration: Integration) -> str | None:
     """The injixo API key in clear, for the injixo sink's Authorization header only."""
-    if not integration.injixo_api_key_enc:
+    return _decrypt(cipher, integration.injixo_api_key_enc, integration.id, "injixo")
+
+
+def _decrypt(cipher: Fernet, token: str | None, integration_id: str, whose: str) -> str | None:
+    if not token:
         return None
     try:
-        return cipher.decrypt(integration.injixo_api_key_enc.encode()).decode()
+        return cipher.decrypt(token.encode()).decode()
     except InvalidToken:
-        raise IntegrationError(f"integration {integration.id}: the stored injixo API key cannot be decrypted "
+        raise IntegrationError(f"integration {integration_id}: the stored {whose} API key cannot be decrypted "
                                "with this FRESHSTREAM_SECRET_KEY") from None
 
 

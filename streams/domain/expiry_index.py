@@ -84,12 +84,7 @@ class ExpiryIndex:
             bucket.discard(chat)
             if not bucket:
                 del self._wheels[partition][entry[0]]
-        for counters, key in ((self._open, entry[1]), (self._starts, entry[2])):
-            counter = counters.get(partition)
-            if key is not None and counter is not None and counter.get(key, 0) > 0:
-                counter[key] -= 1
-                if not counter[key]:
-                    del counter[key]
+        self.uncount(partition, entry)
 
     def take_due(self, partition: int, watermark: int) -> list[bytes]:
         """Unfile and return the chats that may be due at this watermark (the minute it is in
@@ -104,14 +99,15 @@ class ExpiryIndex:
         return chats
 
     def uncount(self, partition: int, entry: Entry | None) -> None:
-        """Take a chat taken by take_due out of the census too (it is filed again, whole, after)."""
-        if entry is not None:
-            for counters, key in ((self._open, entry[1]), (self._starts, entry[2])):
-                counter = counters.get(partition)
-                if key is not None and counter is not None and counter.get(key, 0) > 0:
-                    counter[key] -= 1
-                    if not counter[key]:
-                        del counter[key]
+        """Take a chat out of the census (take_due leaves it counted until its state is read again)."""
+        if entry is None:
+            return
+        for counters, key in ((self._open, entry[1]), (self._starts, entry[2])):
+            counter = counters.get(partition)
+            if key is not None and counter is not None and counter.get(key, 0) > 0:
+                counter[key] -= 1
+                if not counter[key]:
+                    del counter[key]
 
     def clear(self) -> None:
         self._wheels.clear()

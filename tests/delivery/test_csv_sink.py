@@ -7,7 +7,6 @@ ones left out) grouped by integration and the period their started_at falls in.
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path

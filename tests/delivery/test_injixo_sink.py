@@ -12,7 +12,7 @@ from connectors.integrations.records import load_cipher, new_ingress_key, new_in
 from connectors.kafka.topics import ensure_topics
 from tests.contact_records import contact, key, retraction
 from tests.delivery_sums import expected_sums
-from tests.kafka_records import put_integration, read_topic, values, wait_until
+from tests.kafka_records import put_integration, wait_until
 from tests.processes import InjixoSinkProcess
 
 pytestmark = pytest.mark.integration

@@ -37,6 +37,16 @@ def event(conversation: str, action: str, minute: int, n: int) -> bytes:
                          "received_at": at, "format": "webhook", "retry_count": 0, "payload": payload})
 
 
+def raw_records(events, n: int, partitions: int) -> tuple[list, int]:
+    """The raw records of one step's (chat, action, minute) events, numbered on from n."""
+    records = []
+    for chat, action, minute in events:
+        n += 1
+        key = f"acme:c{chat}".encode()
+        records.append((key, event(f"c{chat}", action, minute, n), key[-1] % partitions))
+    return records, n
+
+
 def make(partitions: int):
     names = GroupNames()
     names.learn("acme", "g1", "Support")
@@ -84,11 +94,7 @@ def test_the_indexed_scan_finds_what_a_scan_of_every_chat_finds(script, partitio
                 await full.resend_unsent()  # the whole table filed afresh: a scan of every chat
                 await full.expire_idle()
                 continue
-            records = []
-            for chat, action, minute in step[1]:
-                n += 1
-                key = f"acme:c{chat}".encode()
-                records.append((key, event(f"c{chat}", action, minute, n), key[-1] % partitions))
+            records, n = raw_records(step[1], n, partitions)
             await indexed.process(records)
             await full.process(records)
         await indexed.expire_idle()
@@ -130,11 +136,7 @@ def test_events_written_between_the_chunks_of_a_scan_leave_the_index_as_a_rebuil
                 if step[0] == "scan":
                     pending.append(proc.expire_idle())
                     continue
-                records = []
-                for chat, action, minute in step[1]:
-                    n += 1
-                    key = f"acme:c{chat}".encode()
-                    records.append((key, event(f"c{chat}", action, minute, n), key[-1] % partitions))
+                records, n = raw_records(step[1], n, partitions)
                 await asyncio.gather(proc.process(records), *pending)
                 pending = []
             await asyncio.gather(*pending)
